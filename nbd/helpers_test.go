@@ -456,3 +456,16 @@ func (c *rawClient) expectClosed() {
 		return
 	}
 }
+
+// tempSock returns a short socket path (sun_path is ~108 bytes).
+func tempSock(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "nbdt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return filepath.Join(dir, "s")
+}
+
+func listenUnix(path string) (net.Listener, error) { return net.Listen("unix", path) }
