@@ -1,0 +1,336 @@
+package hostd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/glancegw/glancegw/cache"
+	"github.com/glancegw/glancegw/fs"
+	"github.com/glancegw/glancegw/glance"
+)
+
+// domain is one Glance storage domain at run time: its record and secrets,
+// a lazily built Glance client, the catalog, and its mount. It is the
+// fs.Domain the FUSE tree reads and the source of its NBD exports.
+type domain struct {
+	base    *slog.Logger
+	connect connectFunc
+	timeout time.Duration // bound on connecting and on one listing
+	retry   time.Duration // least time between connection attempts after a failure
+	now     func() time.Time
+	open    func(cache.BlockSource) cache.BlockSource // the shared cache
+	cat     *catalog
+
+	connectMu sync.Mutex // held while connecting
+
+	mu      sync.Mutex // guards the fields below
+	log     *slog.Logger
+	rec     DomainRecord
+	sec     secrets
+	version uint64 // bumped when the connection settings change
+	be      backend
+	beErr   error
+	beTried time.Time
+	lastErr string     // last failure, for the API
+	srv     *fs.Server // the mounted tree, nil when not mounted
+}
+
+var _ fs.Domain = (*domain)(nil)
+
+type domainDeps struct {
+	log          *slog.Logger
+	connect      connectFunc
+	timeout      time.Duration
+	ttl, missMin time.Duration
+	now          func() time.Time
+	open         func(cache.BlockSource) cache.BlockSource
+}
+
+func newDomain(rec DomainRecord, sec secrets, deps domainDeps) *domain {
+	d := &domain{
+		base:    deps.log.With("sd_uuid", rec.UUID),
+		log:     deps.log.With("sd_uuid", rec.UUID, "domain", rec.Name),
+		connect: deps.connect,
+		timeout: deps.timeout,
+		retry:   deps.missMin,
+		now:     deps.now,
+		open:    deps.open,
+		rec:     rec,
+		sec:     sec,
+	}
+	d.cat = newCatalog(deps.ttl, deps.missMin, deps.now, d.listImages, func(im glance.Image) fs.Image {
+		return toFSImage(rec.UUID, im)
+	})
+	return d
+}
+
+func (d *domain) record() DomainRecord {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.rec
+}
+
+func (d *domain) logger() *slog.Logger {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.log
+}
+
+func (d *domain) secrets() secrets {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.sec
+}
+
+// view is the domain as the API shows it.
+func (d *domain) view() Domain {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return Domain{
+		DomainRecord: d.rec,
+		Active:       d.srv != nil,
+		HasToken:     d.sec.Token != "",
+		HasPassword:  d.sec.Password != "",
+		Error:        d.lastErr,
+	}
+}
+
+// update replaces the record and secrets. When the connection settings
+// change, the client is rebuilt on next use and the catalog is dropped.
+func (d *domain) update(rec DomainRecord, sec secrets) {
+	d.mu.Lock()
+	old := d.rec
+	d.rec, d.sec = rec, sec
+	d.log = d.base.With("domain", rec.Name)
+	changed := old.URL != rec.URL || old.Auth != rec.Auth || old.AuthURL != rec.AuthURL ||
+		old.Username != rec.Username || old.Project != rec.Project ||
+		old.UserDomain != rec.UserDomain || old.ProjectDomain != rec.ProjectDomain ||
+		old.CAFile != rec.CAFile || old.Insecure != rec.Insecure || d.sec != sec
+	if changed {
+		d.version++
+		d.be, d.beErr, d.beTried, d.lastErr = nil, nil, time.Time{}, ""
+	}
+	d.mu.Unlock()
+	if changed {
+		d.cat.invalidate()
+	}
+}
+
+// setMount records the mounted tree (nil when unmounted).
+func (d *domain) setMount(srv *fs.Server) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.srv = srv
+}
+
+func (d *domain) mounted() *fs.Server {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.srv
+}
+
+func (d *domain) setError(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err == nil {
+		d.lastErr = ""
+	} else {
+		d.lastErr = err.Error()
+	}
+}
+
+func glanceConfig(rec DomainRecord, sec secrets) glance.Config {
+	return glance.Config{
+		URL: rec.URL,
+		Auth: glance.Auth{
+			Type:          rec.Auth,
+			Token:         sec.Token,
+			AuthURL:       rec.AuthURL,
+			Username:      rec.Username,
+			Password:      sec.Password,
+			Project:       rec.Project,
+			UserDomain:    rec.UserDomain,
+			ProjectDomain: rec.ProjectDomain,
+		},
+		CAFile:   rec.CAFile,
+		Insecure: rec.Insecure,
+	}
+}
+
+// backend returns the Glance client, connecting on first use. A domain whose
+// Glance is down still exists; the error shows on use, and connecting is
+// retried at most once per retry interval.
+func (d *domain) backend(ctx context.Context) (backend, error) {
+	d.mu.Lock()
+	if d.be != nil {
+		be := d.be
+		d.mu.Unlock()
+		return be, nil
+	}
+	if d.beErr != nil && d.now().Sub(d.beTried) < d.retry {
+		err := d.beErr
+		d.mu.Unlock()
+		return nil, err
+	}
+	d.mu.Unlock()
+
+	d.connectMu.Lock()
+	defer d.connectMu.Unlock()
+
+	d.mu.Lock()
+	if d.be != nil { // connected while we waited
+		be := d.be
+		d.mu.Unlock()
+		return be, nil
+	}
+	cfg, version, name, log := glanceConfig(d.rec, d.sec), d.version, d.rec.Name, d.log
+	d.mu.Unlock()
+
+	cctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	be, err := d.connect(cctx, cfg, log)
+	if err != nil {
+		err = unavailable(err, "domain %s: connect to Glance at %s", name, cfg.URL)
+	}
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.version == version {
+		d.be, d.beErr, d.beTried = be, err, d.now()
+		if err != nil {
+			d.lastErr = err.Error()
+		}
+	}
+	return be, err
+}
+
+// listImages is the catalog's way to Glance.
+func (d *domain) listImages(ctx context.Context) ([]glance.Image, error) {
+	be, err := d.backend(ctx)
+	if err != nil {
+		return nil, err
+	}
+	lctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	imgs, err := be.List(lctx)
+	if err != nil {
+		err = unavailable(err, "domain %s: list images", d.record().Name)
+		d.logger().Warn("listing images failed", "err", err)
+	}
+	d.setError(err)
+	return imgs, err
+}
+
+// Info implements fs.Domain.
+func (d *domain) Info() fs.DomainInfo {
+	r := d.record()
+	return fs.DomainInfo{UUID: r.UUID, Name: r.Name, URL: r.URL, Description: r.Name}
+}
+
+// Images implements fs.Domain: every image in any status (the tree shows
+// only the active ones).
+func (d *domain) Images(ctx context.Context, refresh bool) ([]fs.Image, error) {
+	l, err := d.cat.get(ctx, refresh)
+	if err != nil {
+		return nil, err
+	}
+	return l.fs, nil
+}
+
+// images is Images with the Glance records.
+func (d *domain) images(ctx context.Context, refresh bool) ([]glance.Image, error) {
+	l, err := d.cat.get(ctx, refresh)
+	if err != nil {
+		return nil, err
+	}
+	return l.images, nil
+}
+
+// Open implements fs.Domain: the cached bytes of img. The record comes from
+// the catalog when it matches, else from Glance, so a changed image is read
+// under its new identity.
+func (d *domain) Open(ctx context.Context, img fs.Image) (cache.BlockSource, error) {
+	gi, ok := d.cat.last().image(img.ID)
+	if !ok || gi.Checksum != img.Checksum || gi.Size != img.Size {
+		be, err := d.backend(ctx)
+		if err != nil {
+			return nil, err
+		}
+		gctx, cancel := context.WithTimeout(ctx, d.timeout)
+		defer cancel()
+		gi, err = be.Get(gctx, img.ID)
+		if err != nil {
+			var nf interface{ NotFound() bool }
+			if errors.As(err, &nf) && nf.NotFound() {
+				return nil, &kindError{kind: ErrNotFound, msg: fmt.Sprintf("domain %s: image %s", d.record().Name, img.ID), err: err}
+			}
+			return nil, unavailable(err, "domain %s: get image %s", d.record().Name, img.ID)
+		}
+	}
+	return d.openImage(ctx, gi)
+}
+
+// openImage returns the cached view of an active image.
+func (d *domain) openImage(ctx context.Context, gi glance.Image) (cache.BlockSource, error) {
+	if gi.Status != "active" {
+		return nil, conflict("image %s is %s, not active", gi.ID, gi.Status)
+	}
+	be, err := d.backend(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return d.open(be.Source(d.record().UUID, gi)), nil
+}
+
+// toFSImage maps a Glance record to what the tree shows.
+func toFSImage(sdUUID string, im glance.Image) fs.Image {
+	return fs.Image{
+		ID:              im.ID,
+		Name:            im.Name,
+		Status:          im.Status,
+		Size:            im.Size,
+		VirtualSize:     im.VirtualSize,
+		DiskFormat:      im.DiskFormat,
+		ContainerFormat: im.ContainerFormat,
+		Checksum:        im.Checksum,
+		OSHashAlgo:      im.OSHashAlgo,
+		OSHashValue:     im.OSHashValue,
+		CreatedAt:       im.CreatedAt,
+		UpdatedAt:       im.UpdatedAt,
+		Meta:            imageMeta(sdUUID, im),
+	}
+}
+
+// imageMeta is the JSON of meta/<id>.json: Glance's record as sent, plus a
+// "glancegw" object with what glancegw adds.
+func imageMeta(sdUUID string, im glance.Image) json.RawMessage {
+	fields := map[string]json.RawMessage{}
+	raw := im.Raw
+	if len(raw) == 0 {
+		raw, _ = json.Marshal(im) // a record built without Raw (tests, older clients)
+	}
+	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
+		fields = map[string]json.RawMessage{}
+	}
+	own, _ := json.Marshal(map[string]string{"sd_uuid": sdUUID})
+	fields["glancegw"] = own
+	out, err := json.MarshalIndent(fields, "", "  ")
+	if err != nil {
+		return nil
+	}
+	return append(out, '\n')
+}
+
+func toAPIImage(im glance.Image) Image {
+	return Image{
+		ID: im.ID, Name: im.Name, Status: im.Status, Size: im.Size, VirtualSize: im.VirtualSize,
+		DiskFormat: im.DiskFormat, ContainerFormat: im.ContainerFormat, Checksum: im.Checksum,
+		OSHashAlgo: im.OSHashAlgo, OSHashValue: im.OSHashValue,
+		CreatedAt: im.CreatedAt, UpdatedAt: im.UpdatedAt,
+	}
+}

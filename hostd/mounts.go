@@ -1,0 +1,179 @@
+package hostd
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/glancegw/glancegw/fs"
+)
+
+// defaultMountpoint is where a domain mounts when no mountpoint is asked.
+func (d *Daemon) defaultMountpoint(rec DomainRecord) string {
+	return filepath.Join(d.cfg.MountRoot, rec.Name)
+}
+
+// Mount mounts the domain key at mountpoint (empty: the recorded one, else
+// <MountRoot>/<name>) and records it as mounted. Mounting a mounted domain at
+// the same place is a no-op; at another place it is a conflict.
+func (d *Daemon) Mount(key, mountpoint string) (Domain, error) {
+	if mountpoint != "" {
+		if !filepath.IsAbs(mountpoint) {
+			return Domain{}, badRequest("mountpoint %q must be an absolute path", mountpoint)
+		}
+		mountpoint = filepath.Clean(mountpoint)
+	}
+	d.opMu.Lock()
+	defer d.opMu.Unlock()
+	dom, err := d.find(key)
+	if err != nil {
+		return Domain{}, err
+	}
+	rec := dom.record()
+	if srv := dom.mounted(); srv != nil {
+		if mountpoint == "" || mountpoint == rec.Mountpoint {
+			return dom.view(), nil
+		}
+		return Domain{}, conflict("domain %s is mounted at %s", rec.Name, rec.Mountpoint)
+	}
+	if mountpoint == "" {
+		mountpoint = rec.Mountpoint
+	}
+	if mountpoint == "" {
+		mountpoint = d.defaultMountpoint(rec)
+	}
+	for _, o := range d.domainList() {
+		if o != dom && o.mounted() != nil && o.record().Mountpoint == mountpoint {
+			return Domain{}, conflict("domain %s is mounted at %s", o.record().Name, mountpoint)
+		}
+	}
+	if err := d.mountLocked(dom, mountpoint); err != nil {
+		return Domain{}, err
+	}
+	rec.Mounted, rec.Mountpoint = true, mountpoint
+	if err := d.saveWith(d.domainList(), &rec); err != nil {
+		d.unmountTree(dom)
+		return Domain{}, err
+	}
+	dom.update(rec, dom.secrets())
+	return dom.view(), nil
+}
+
+// mountLocked mounts the tree of dom at mountpoint. Callers hold opMu.
+func (d *Daemon) mountLocked(dom *domain, mountpoint string) error {
+	name := dom.record().Name
+	if err := os.MkdirAll(mountpoint, 0o755); err != nil {
+		err = fmt.Errorf("mount %s: create mountpoint: %w", name, err)
+		dom.setError(err)
+		return err
+	}
+	// No live Server of ours is at mountpoint (checked by the callers), so
+	// any FUSE mount there is a leftover of a killed daemon.
+	if err := fs.CleanStale(mountpoint); err != nil {
+		d.log.Warn("cleaning a stale mount failed", "mountpoint", mountpoint, "err", err)
+	}
+	srv, err := fs.Mount(d.life, mountpoint, dom, fs.Config{
+		RefreshTTL:   d.cfg.RefreshTTL,
+		MissInterval: d.cfg.MissInterval,
+		Debug:        d.cfg.FUSEDebug,
+	}, d.log.With("component", "fs"))
+	if err != nil {
+		err = fmt.Errorf("mount %s at %s: %w", name, mountpoint, err)
+		dom.setError(err)
+		return err
+	}
+	dom.setMount(srv)
+	dom.setError(nil)
+	return nil
+}
+
+// Unmount unmounts the domain key and records it as not mounted. It is a
+// no-op for a domain that is not mounted.
+func (d *Daemon) Unmount(key string) (Domain, error) {
+	d.opMu.Lock()
+	defer d.opMu.Unlock()
+	dom, err := d.find(key)
+	if err != nil {
+		return Domain{}, err
+	}
+	if err := d.unmountLocked(dom, true); err != nil {
+		return Domain{}, err
+	}
+	return dom.view(), nil
+}
+
+// unmountLocked unmounts dom; with forget it also records it as not
+// mounted. Callers hold opMu.
+func (d *Daemon) unmountLocked(dom *domain, forget bool) error {
+	if err := d.unmountTree(dom); err != nil {
+		return err
+	}
+	rec := dom.record()
+	if !forget || (!rec.Mounted && rec.Mountpoint == "") {
+		return nil
+	}
+	rec.Mounted, rec.Mountpoint = false, ""
+	if err := d.saveWith(d.domainList(), &rec); err != nil {
+		return err
+	}
+	dom.update(rec, dom.secrets())
+	return nil
+}
+
+func (d *Daemon) unmountTree(dom *domain) error {
+	srv := dom.mounted()
+	if srv == nil {
+		return nil
+	}
+	if err := srv.Unmount(); err != nil {
+		err = fmt.Errorf("unmount %s: %w", dom.record().Name, err)
+		dom.setError(err)
+		return err
+	}
+	dom.setMount(nil)
+	d.log.Info("unmounted", "domain", dom.record().Name, "mountpoint", srv.Mountpoint())
+	return nil
+}
+
+// restoreMounts cleans stale mounts at every recorded or default mountpoint
+// and mounts again the domains recorded as mounted. A failure is logged and
+// shown on the domain; the record stays, so the next start tries again.
+func (d *Daemon) restoreMounts() {
+	d.opMu.Lock()
+	defer d.opMu.Unlock()
+	for _, dom := range d.domainList() {
+		rec := dom.record()
+		for _, mp := range []string{rec.Mountpoint, d.defaultMountpoint(rec)} {
+			if mp == "" {
+				continue
+			}
+			if err := fs.CleanStale(mp); err != nil {
+				d.log.Warn("cleaning a stale mount failed", "mountpoint", mp, "err", err)
+			}
+		}
+		if !rec.Mounted {
+			continue
+		}
+		mp := rec.Mountpoint
+		if mp == "" {
+			mp = d.defaultMountpoint(rec)
+		}
+		if err := d.mountLocked(dom, mp); err != nil {
+			d.log.Error("restoring a mount failed", "domain", rec.Name, "mountpoint", mp, "err", err)
+			continue
+		}
+		d.log.Info("mount restored", "domain", rec.Name, "mountpoint", mp)
+	}
+}
+
+// unmountAll unmounts every tree at shutdown, keeping them recorded as
+// mounted.
+func (d *Daemon) unmountAll() {
+	d.opMu.Lock()
+	defer d.opMu.Unlock()
+	for _, dom := range d.domainList() {
+		if err := d.unmountTree(dom); err != nil {
+			d.log.Error("unmount at shutdown failed", "domain", dom.record().Name, "err", err)
+		}
+	}
+}

@@ -1,0 +1,152 @@
+package hostd
+
+import (
+	"context"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/glancegw/glancegw/glance"
+	"github.com/glancegw/glancegw/nbd"
+)
+
+// exportLookupTimeout bounds the Glance work behind one export lookup or
+// listing; the NBD handshake that waits on it has its own bound of 10s.
+const exportLookupTimeout = 8 * time.Second
+
+// exports is the live set of NBD exports over the domains' catalogs.
+type exports struct{ d *Daemon }
+
+var _ nbd.Exports = (*exports)(nil)
+
+// namedImage is one export before its source is opened.
+type namedImage struct {
+	Name   string
+	Domain int // index into the domains given to exportNames
+	Image  glance.Image
+}
+
+// exportNames names the active images of the domains: <sdUUID>/<image-id>
+// for each, plus <image-id> when exactly one domain has that image active.
+func exportNames(sdUUIDs []string, images [][]glance.Image) []namedImage {
+	count := map[string]int{}
+	for _, imgs := range images {
+		seen := map[string]bool{}
+		for _, im := range imgs {
+			if im.Status == "active" && !seen[im.ID] {
+				seen[im.ID] = true
+				count[im.ID]++
+			}
+		}
+	}
+	var out []namedImage
+	for i, imgs := range images {
+		seen := map[string]bool{}
+		for _, im := range imgs {
+			if im.Status != "active" || seen[im.ID] {
+				continue
+			}
+			seen[im.ID] = true
+			out = append(out, namedImage{Name: sdUUIDs[i] + "/" + im.ID, Domain: i, Image: im})
+			if count[im.ID] == 1 {
+				out = append(out, namedImage{Name: im.ID, Domain: i, Image: im})
+			}
+		}
+	}
+	return out
+}
+
+// named lists the exports of every domain whose catalog answers.
+func (e *exports) named(ctx context.Context, refresh bool) ([]namedImage, []*domain) {
+	doms := e.d.domainList()
+	uuids := make([]string, len(doms))
+	images := make([][]glance.Image, len(doms))
+	for i, dom := range doms {
+		uuids[i] = dom.record().UUID
+		imgs, err := dom.images(ctx, refresh)
+		if err != nil {
+			dom.logger().Debug("domain left out of NBD exports", "err", err)
+			continue
+		}
+		images[i] = imgs
+	}
+	return exportNames(uuids, images), doms
+}
+
+func (e *exports) export(ctx context.Context, n namedImage, doms []*domain) (nbd.Export, bool) {
+	src, err := doms[n.Domain].openImage(ctx, n.Image)
+	if err != nil {
+		return nbd.Export{}, false
+	}
+	return nbd.Export{Name: n.Name, Description: n.Image.Name, Source: src}, true
+}
+
+// List implements nbd.Exports.
+func (e *exports) List() []nbd.Export {
+	ctx, cancel := context.WithTimeout(e.d.life, exportLookupTimeout)
+	defer cancel()
+	names, doms := e.named(ctx, false)
+	out := make([]nbd.Export, 0, len(names))
+	for _, n := range names {
+		if ex, ok := e.export(ctx, n, doms); ok {
+			out = append(out, ex)
+		}
+	}
+	return out
+}
+
+// Lookup implements nbd.Exports. A miss lists Glance again (rate-limited by
+// the catalogs) so an image uploaded a moment ago is exportable at once.
+func (e *exports) Lookup(name string) (nbd.Export, bool) {
+	ctx, cancel := context.WithTimeout(e.d.life, exportLookupTimeout)
+	defer cancel()
+	for _, refresh := range []bool{false, true} {
+		names, doms := e.named(ctx, refresh)
+		for _, n := range names {
+			if n.Name == name {
+				return e.export(ctx, n, doms)
+			}
+		}
+	}
+	return nbd.Export{}, false
+}
+
+// exportURIs gives the NBD URIs of an export: over the unix socket, and over
+// TCP when tcpAddr is set.
+func exportURIs(name, socket, tcpAddr string) (unixURI, tcpURI string) {
+	u := url.URL{Scheme: "nbd+unix", Path: "/" + name, RawQuery: "socket=" + queryEscapePath(socket)}
+	unixURI = u.String()
+	if tcpAddr != "" {
+		host, port, err := net.SplitHostPort(tcpAddr)
+		if err == nil {
+			if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+				host = "localhost" // listening everywhere; any of the host's names works
+			}
+			t := url.URL{Scheme: "nbd", Host: net.JoinHostPort(host, port), Path: "/" + name}
+			tcpURI = t.String()
+		}
+	}
+	return unixURI, tcpURI
+}
+
+// queryEscapePath escapes a path for a query value but keeps its slashes
+// readable, as nbd URIs are usually written.
+func queryEscapePath(p string) string {
+	return strings.ReplaceAll(url.QueryEscape(p), "%2F", "/")
+}
+
+// Exports lists the NBD exports with their URIs, for the API.
+func (d *Daemon) Exports(ctx context.Context) []Export {
+	e := &exports{d: d}
+	names, _ := e.named(ctx, false)
+	d.mu.RLock()
+	tcp := d.nbdTCP
+	d.mu.RUnlock()
+	out := make([]Export, 0, len(names))
+	for _, n := range names {
+		u, t := exportURIs(n.Name, d.cfg.NBDSocket, tcp)
+		out = append(out, Export{Name: n.Name, Description: n.Image.Name, Size: n.Image.Size, URI: u, TCPURI: t})
+	}
+	return out
+}

@@ -1,0 +1,118 @@
+package hostd
+
+import "time"
+
+// This file holds the JSON bodies of the local API, shared by the handlers and
+// Client.
+
+// DomainSpec is the body of POST /v1/domains. Token and Password travel only
+// inward: the daemon stores them in 0600 files and never sends them back.
+type DomainSpec struct {
+	UUID          string `json:"uuid,omitempty"` // empty: a random v4 UUID
+	Name          string `json:"name"`
+	URL           string `json:"url"`
+	Auth          string `json:"auth,omitempty"` // default none
+	AuthURL       string `json:"auth_url,omitempty"`
+	Username      string `json:"username,omitempty"`
+	Project       string `json:"project,omitempty"`
+	UserDomain    string `json:"user_domain,omitempty"`
+	ProjectDomain string `json:"project_domain,omitempty"`
+	CAFile        string `json:"ca_file,omitempty"`
+	Insecure      bool   `json:"insecure,omitempty"`
+	Token         string `json:"token,omitempty"`
+	Password      string `json:"password,omitempty"`
+}
+
+// DomainPatch is the body of PATCH /v1/domains/{d}; nil fields stay as they
+// are. The sdUUID cannot change.
+type DomainPatch struct {
+	Name          *string `json:"name,omitempty"`
+	URL           *string `json:"url,omitempty"`
+	Auth          *string `json:"auth,omitempty"`
+	AuthURL       *string `json:"auth_url,omitempty"`
+	Username      *string `json:"username,omitempty"`
+	Project       *string `json:"project,omitempty"`
+	UserDomain    *string `json:"user_domain,omitempty"`
+	ProjectDomain *string `json:"project_domain,omitempty"`
+	CAFile        *string `json:"ca_file,omitempty"`
+	Insecure      *bool   `json:"insecure,omitempty"`
+	Token         *string `json:"token,omitempty"`
+	Password      *string `json:"password,omitempty"`
+}
+
+// Domain is a domain as the API shows it: the record plus live state.
+type Domain struct {
+	DomainRecord
+	// Active is true while the FUSE tree is mounted (Mounted is the wish).
+	Active      bool   `json:"active"`
+	HasToken    bool   `json:"has_token"`
+	HasPassword bool   `json:"has_password"`
+	Error       string `json:"error,omitempty"` // last failure of mount or Glance
+}
+
+// Image is one Glance image as the API lists it.
+type Image struct {
+	ID              string    `json:"id"`
+	Name            string    `json:"name"`
+	Status          string    `json:"status"`
+	Size            int64     `json:"size"`
+	VirtualSize     int64     `json:"virtual_size,omitempty"`
+	DiskFormat      string    `json:"disk_format,omitempty"`
+	ContainerFormat string    `json:"container_format,omitempty"`
+	Checksum        string    `json:"checksum,omitempty"`
+	OSHashAlgo      string    `json:"os_hash_algo,omitempty"`
+	OSHashValue     string    `json:"os_hash_value,omitempty"`
+	CreatedAt       time.Time `json:"created_at"`
+	UpdatedAt       time.Time `json:"updated_at"`
+}
+
+// MountRequest is the body of POST /v1/domains/{d}/mount.
+type MountRequest struct {
+	Mountpoint string `json:"mountpoint,omitempty"` // empty: <MountRoot>/<name>
+}
+
+// Export is one NBD export.
+type Export struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Size        int64  `json:"size"`
+	URI         string `json:"uri"`               // nbd+unix:///<name>?socket=<path>
+	TCPURI      string `json:"tcp_uri,omitempty"` // nbd://host:port/<name> when TCP is served
+}
+
+// CacheStats mirrors the shared cache's counters.
+type CacheStats struct {
+	MaxBytes  int64 `json:"max_bytes"`
+	Bytes     int64 `json:"bytes"`
+	Hits      int64 `json:"hits"`
+	Misses    int64 `json:"misses"`
+	Fetches   int64 `json:"fetches"`
+	Evictions int64 `json:"evictions"`
+}
+
+// MountInfo is one active mount.
+type MountInfo struct {
+	Domain     string `json:"domain"`
+	UUID       string `json:"uuid"`
+	Mountpoint string `json:"mountpoint"`
+}
+
+// Status is the body of GET /v1/status.
+type Status struct {
+	Version   string      `json:"version"`
+	PID       int         `json:"pid"`
+	StartedAt time.Time   `json:"started_at"`
+	Uptime    float64     `json:"uptime_seconds"`
+	Cache     CacheStats  `json:"cache"`
+	NBDSocket string      `json:"nbd_socket"`
+	NBDListen string      `json:"nbd_listen,omitempty"`
+	NBDError  string      `json:"nbd_error,omitempty"`
+	Domains   int         `json:"domains"`
+	Mounts    []MountInfo `json:"mounts"`
+}
+
+// errorBody is every error answer.
+type errorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
