@@ -95,7 +95,12 @@ func TestDetectSynthetic(t *testing.T) {
 
 		// vhd
 		{"vhd fixed qem2", buildFixedVHD("qem2", 8192, 65535, 16, 255), FormatVHD, 8192, "", false},
-		{"vhd fixed bad checksum is raw", func() []byte { b := buildFixedVHD("win ", 8192, 1, 1, 16); b[len(b)-1] ^= 1; b[len(b)-512+64] ^= 1; return b }(), FormatRaw, 8192 + 512, "", false},
+		{"vhd fixed bad checksum is raw", func() []byte {
+			b := buildFixedVHD("win ", 8192, 1, 1, 16)
+			b[len(b)-1] ^= 1
+			b[len(b)-512+64] ^= 1
+			return b
+		}(), FormatRaw, 8192 + 512, "", false},
 		{"vhd footer at end dynamic type is raw", append(make([]byte, 4096), vhdFooter(vhdTypeDynamic, "qemu", 4096, 1, 1, 8, 512)...), FormatRaw, 4096 + 512, "", false},
 		{"vhd fixed size beyond data", append(make([]byte, 4096), vhdFooter(vhdTypeFixed, "win ", 1<<30, 1, 1, 8, math1)...), FormatVHD, 1 << 30, "larger than the data", false},
 		{"vhd dynamic", buildDynamicVHD(vhdTypeDynamic, 1<<20, ""), FormatVHD, 1 << 20, "", false},
@@ -113,7 +118,12 @@ func TestDetectSynthetic(t *testing.T) {
 		{"vhdx no size", buildVHDX(vhdxStdItems(1<<20, 1<<20, 0)[:1], false), FormatVHDX, 0, "no usable virtual disk size", false},
 		{"vhdx size too big", buildVHDX(vhdxStdItems(1<<50, 1<<20, 0), false), FormatVHDX, 0, "virtual disk size", false},
 		{"vhdx log", buildVHDX(vhdxStdItems(1<<20, 1<<20, 0), true), FormatVHDX, 1 << 20, "log that must be replayed", false},
-		{"vhdx bad headers", func() []byte { b := buildVHDX(vhdxStdItems(1<<20, 1<<20, 0), false); b[vhdxHeader1+100] ^= 1; b[vhdxHeader2+100] ^= 1; return b }(), FormatVHDX, 0, "no valid header", false},
+		{"vhdx bad headers", func() []byte {
+			b := buildVHDX(vhdxStdItems(1<<20, 1<<20, 0), false)
+			b[vhdxHeader1+100] ^= 1
+			b[vhdxHeader2+100] ^= 1
+			return b
+		}(), FormatVHDX, 0, "no valid header", false},
 		{"vhdx one bad region table", func() []byte { b := buildVHDX(vhdxStdItems(1<<20, 1<<20, 0), false); b[vhdxRegion1+100] ^= 1; return b }(), FormatVHDX, 1 << 20, "", false},
 		{"vhdx truncated", buildVHDX(vhdxStdItems(1<<20, 1<<20, 0), false)[:300<<10], FormatVHDX, 0, "metadata region", false},
 
