@@ -3,26 +3,143 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
-)
+	"unicode"
 
-// CONTRACT STUB: signatures here are the agreed API; bodies are being written.
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
 
 // Config tunes a mounted tree. Zero values take defaults.
 type Config struct {
 	RefreshTTL   time.Duration // listing refresh interval (default 30s)
 	MissInterval time.Duration // least time between refreshes caused by lookup misses (default 2s)
 	Debug        bool          // go-fuse debug logging
+
+	// EntryTimeout is how long the kernel may cache names and attributes
+	// (default 1s). Short, so a deleted image vanishes soon after a refresh.
+	EntryTimeout time.Duration
+	ListTimeout  time.Duration // bound of one listing of the domain (default 1m)
+	ReadTimeout  time.Duration // bound of one read request (default 2m)
+	// MaxReadAhead is the kernel's read-ahead window in bytes (default 1 MiB).
+	MaxReadAhead int
+	// MaxRead is the largest read request the kernel sends (default 1 MiB,
+	// the kernel's limit).
+	MaxRead int
+}
+
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.RefreshTTL, 30*time.Second)
+	def(&c.MissInterval, 2*time.Second)
+	def(&c.EntryTimeout, time.Second)
+	def(&c.ListTimeout, time.Minute)
+	def(&c.ReadTimeout, 2*time.Minute)
+	if c.MaxReadAhead <= 0 {
+		c.MaxReadAhead = 1 << 20
+	}
+	if c.MaxRead <= 0 || c.MaxRead > 1<<20 {
+		c.MaxRead = 1 << 20
+	}
+	return c
 }
 
 // Server is one mounted domain.
-type Server struct{}
+type Server struct {
+	srv        *fuse.Server
+	mountpoint string
+	log        *slog.Logger
+	cancel     context.CancelFunc
 
-// Mount mounts d read-only at mountpoint and serves it until Unmount.
-func Mount(ctx context.Context, mountpoint string, d Domain, cfg Config, log *slog.Logger) (*Server, error) {
-	return nil, errors.New("fs: not implemented yet")
+	once sync.Once
+	err  error
 }
 
-// Unmount unmounts and waits for the serve loop to end.
-func (s *Server) Unmount() error { return nil }
+// Mount mounts d read-only at mountpoint and serves it until Unmount. ctx
+// gives values to the background work of the mount but does not end it:
+// only Unmount does.
+func Mount(ctx context.Context, mountpoint string, d Domain, cfg Config, log *slog.Logger) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	info := d.Info()
+	log = log.With("domain", info.Name, "mountpoint", mountpoint)
+	base, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	t := newTree(base, d, cfg, log, time.Now)
+
+	entryTTL, negTTL := cfg.EntryTimeout, time.Duration(0)
+	opts := &gofs.Options{
+		MountOptions: fuse.MountOptions{
+			AllowOther:           true,
+			FsName:               "glancegw:" + fsName(info.Name),
+			Name:                 "glancegw",
+			Options:              []string{"ro", "nosuid", "nodev"},
+			DirectMount:          true, // we run as root; fusermount is the fallback
+			DirectMountFlags:     syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
+			MaxReadAhead:         cfg.MaxReadAhead,
+			MaxWrite:             cfg.MaxRead, // also sets max_read and max_pages
+			MaxBackground:        64,
+			IgnoreSecurityLabels: true,
+			Debug:                cfg.Debug,
+		},
+		EntryTimeout: &entryTTL,
+		AttrTimeout:  &entryTTL,
+		// No negative caching: a new image must show up on its first lookup.
+		NegativeTimeout: &negTTL,
+		RootStableAttr:  &gofs.StableAttr{Ino: 1},
+	}
+	srv, err := gofs.Mount(mountpoint, &dirNode{t: t, path: ""}, opts)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("fs: mount %s at %s: %w", info.Name, mountpoint, err)
+	}
+	log.Info("mounted domain")
+	return &Server{srv: srv, mountpoint: mountpoint, log: log, cancel: cancel}, nil
+}
+
+// fsName makes a domain name safe inside mount options and mountinfo.
+func fsName(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == ',' || r == '\\' || unicode.IsSpace(r) || unicode.IsControl(r) {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+// Unmount unmounts and waits for the serve loop to end. When files are
+// still open it detaches the mount lazily instead of failing or hanging:
+// the mountpoint is free at once and the serve loop ends with the last
+// close. Calling it again returns the first result.
+func (s *Server) Unmount() error {
+	s.once.Do(func() {
+		defer s.cancel()
+		if err := s.srv.Unmount(); err == nil {
+			s.log.Info("unmounted domain")
+			return
+		} else if derr := syscall.Unmount(s.mountpoint, syscall.MNT_DETACH); derr != nil && !errors.Is(derr, syscall.EINVAL) {
+			s.err = fmt.Errorf("fs: unmount %s: %w (lazy: %v)", s.mountpoint, err, derr)
+			return
+		} else {
+			s.log.Warn("mount busy, detached lazily", "err", err)
+		}
+	})
+	return s.err
+}
+
+// Wait blocks until the serve loop ends (after Unmount, or an external
+// umount).
+func (s *Server) Wait() { s.srv.Wait() }
+
+// Mountpoint is where the domain is mounted.
+func (s *Server) Mountpoint() string { return s.mountpoint }

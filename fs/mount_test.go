@@ -1,0 +1,164 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// needFUSE skips unless a real mount is possible here.
+func needFUSE(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("real FUSE mounts need root (DirectMount)")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse")
+	}
+}
+
+// mountTest mounts d in a temp dir and unmounts it when the test ends.
+func mountTest(t testing.TB, d Domain, cfg Config) (*Server, string) {
+	t.Helper()
+	needFUSE(t)
+	dir := t.TempDir()
+	s, err := Mount(context.Background(), dir, d, cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		done := make(chan error, 1)
+		go func() { done <- s.Unmount() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("unmount: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("unmount hangs")
+		}
+	})
+	return s, dir
+}
+
+func TestMount(t *testing.T) {
+	runSuite(t, func(t *testing.T, d *fakeDomain) suiteFS {
+		_, dir := mountTest(t, d, suiteConfig())
+		return mountFS{dir}
+	})
+}
+
+func TestMountInfo(t *testing.T) {
+	d := newFakeDomain()
+	fixture(d)
+	_, dir := mountTest(t, d, suiteConfig())
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	types, err := fuseMountsAt(f, dir)
+	if err != nil || len(types) != 1 || types[0] != "fuse.glancegw" {
+		t.Fatalf("mountinfo at %s: %q, %v; want one fuse.glancegw mount", dir, types, err)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Flags&syscall.MS_RDONLY == 0 {
+		t.Errorf("mount is not read-only: flags %#x", st.Flags)
+	}
+}
+
+func TestUnmountWithOpenFile(t *testing.T) {
+	d := newFakeDomain()
+	fixture(d)
+	s, dir := mountTest(t, d, suiteConfig())
+	f, err := os.Open(filepath.Join(dir, "by-id", idISO))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	done := make(chan error, 1)
+	go func() { done <- s.Unmount() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("unmount with an open file: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("unmount with an open file hangs")
+	}
+	// The open file still reads (lazy detach), the mountpoint is free.
+	if _, err := f.ReadAt(make([]byte, 4096), 0); err != nil {
+		t.Errorf("read from the detached file: %v", err)
+	}
+	mi, _ := os.Open("/proc/self/mountinfo")
+	defer mi.Close()
+	if types, _ := fuseMountsAt(mi, dir); len(types) != 0 {
+		t.Errorf("still mounted after Unmount: %q", types)
+	}
+	f.Close()
+	waited := make(chan struct{})
+	go func() { s.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(10 * time.Second):
+		t.Error("serve loop did not end after the last close")
+	}
+}
+
+// staleMount leaves a FUSE mount at dir whose server is gone: the same
+// state a SIGKILLed daemon leaves (the kernel aborts the connection when
+// the last /dev/fuse descriptor closes).
+func staleMount(t *testing.T, dir string) {
+	t.Helper()
+	fd, err := syscall.Open("/dev/fuse", syscall.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := "fd=" + strconv.Itoa(fd) + ",rootmode=40000,user_id=0,group_id=0"
+	if err := syscall.Mount("glancegw:stale", dir, "fuse.glancegw", syscall.MS_NOSUID|syscall.MS_NODEV, opts); err != nil {
+		syscall.Close(fd)
+		t.Fatalf("raw fuse mount: %v", err)
+	}
+	syscall.Close(fd)
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); !errors.Is(err, syscall.ENOTCONN) {
+		t.Fatalf("stat of a dead mount: %v, want ENOTCONN", err)
+	}
+}
+
+func TestCleanStale(t *testing.T) {
+	needFUSE(t)
+	dir := t.TempDir()
+	staleMount(t, dir)
+	staleMount(t, dir) // stacked: both must go
+	if err := CleanStale(dir); err != nil {
+		t.Fatalf("CleanStale: %v", err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		t.Fatalf("stat after CleanStale: %v", err)
+	}
+	// A new daemon can mount there again.
+	d := newFakeDomain()
+	fixture(d)
+	s, err := Mount(context.Background(), dir, d, suiteConfig(), testLogger(t))
+	if err != nil {
+		t.Fatalf("mount after CleanStale: %v", err)
+	}
+	defer s.Unmount()
+	if _, err := os.Stat(filepath.Join(dir, "by-id", idISO)); err != nil {
+		t.Errorf("new mount: %v", err)
+	}
+	// Nothing to clean is not an error.
+	if err := CleanStale(t.TempDir()); err != nil {
+		t.Errorf("CleanStale of a plain dir: %v", err)
+	}
+}
