@@ -80,6 +80,11 @@ func TestDetectSynthetic(t *testing.T) {
 		{"vmdk sparse parent", buildVMDKSparse(1, 2048, vmdkDesc("monolithicSparse", "parentFileNameHint=\"/var/base.vmdk\"\n", sparseSelf), ""), FormatVMDK, 1 << 20, `parent file "/var/base.vmdk"`, false},
 		{"vmdk sparse parent cid", buildVMDKSparse(1, 2048, strings.Replace(vmdkDesc("monolithicSparse", "", sparseSelf), "parentCID=ffffffff", "parentCID=1234", 1), ""), FormatVMDK, 1 << 20, "parent file", false},
 		{"vmdk sparse bad extent", buildVMDKSparse(1, 2048, vmdkDesc("monolithicSparse", "", sparseSelf, "RW lots FLAT \"/x\""), ""), FormatVMDK, 1 << 20, "malformed extent line", false},
+		{"vmdk sparse no descriptor", func() []byte {
+			b := buildVMDKSparse(1, 2048, "", "")
+			binary.LittleEndian.PutUint64(b[28:], 0)
+			return b
+		}(), FormatVMDK, 1 << 20, "no descriptor", false},
 		{"vmdk version 4", buildVMDKSparse(4, 2048, vmdkDesc("monolithicSparse", "", sparseSelf), ""), FormatVMDK, 0, "vmdk version 4", false},
 		{"vmdk huge capacity", buildVMDKSparse(1, 1<<62, vmdkDesc("monolithicSparse", "", sparseSelf), ""), FormatVMDK, 0, "capacity", false},
 		{"vmdk footer", buildVMDKSparse(3, 512, vmdkDesc("streamOptimized", "", sparseSelf), vmdkDesc("streamOptimized", "", sparseSelf)), FormatVMDK, 512 * 512, "", false},

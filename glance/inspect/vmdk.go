@@ -192,9 +192,11 @@ func parseVMDKSparse(rd *reader, head []byte, res *Result) error {
 		}
 		applyVMDKDescriptor(parseVMDKDescriptor(text), true, res)
 	}
-	if res.Details.Subformat == "" {
-		// A split extent file (e.g. "x-s001.vmdk") has no descriptor.
+	if len(seen) == 0 {
+		// A split extent file (e.g. "x-s001.vmdk") has no descriptor;
+		// qemu cannot open it alone.
 		res.Details.Subformat = "sparseExtent"
+		res.unsafe("vmdk sparse extent has no descriptor (it is one piece of a split disk)")
 	}
 	return nil
 }
