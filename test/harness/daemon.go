@@ -74,10 +74,9 @@ func StartDaemon(ctx context.Context, cfg DaemonConfig) (*Daemon, error) {
 	if len(d.Socket) > 100 {
 		return nil, fmt.Errorf("harness: socket path %s too long for a unix socket", d.Socket)
 	}
-	for _, p := range []string{d.StateDir, d.MountRoot, d.RepoRoot} {
-		if err := os.MkdirAll(p, 0o755); err != nil {
-			return nil, fmt.Errorf("harness: daemon dirs: %w", err)
-		}
+	// The daemon makes state/, mnt/ and repo/ itself (with its own modes).
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("harness: daemon dir: %w", err)
 	}
 	logf, err := os.OpenFile(d.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
