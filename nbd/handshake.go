@@ -169,7 +169,7 @@ func (n *negotiator) option(opt uint32, data []byte) (sess session, done bool, e
 	case optListMetaContext, optSetMetaContext:
 		return session{}, false, n.metaContext(opt, data)
 
-	default: // includes NBD_OPT_STARTTLS: we run without TLS
+	default: // includes STARTTLS (we run without TLS) and EXTENDED_HEADERS
 		return session{}, false, n.reply(opt, repErrUnsup, nil)
 	}
 }

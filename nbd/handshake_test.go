@@ -169,7 +169,7 @@ func TestHandshake(t *testing.T) {
 		}},
 		{"unknown option and starttls unsupported", func(t *testing.T, c *rawClient) {
 			c.greet(clientFixedNewstyle)
-			for _, o := range []uint32{optStartTLS, 4, 12, 999} {
+			for _, o := range []uint32{optStartTLS, 4, 11, 12, 999} {
 				c.opt(o, []byte("abc"))
 				if r := c.optReply(); r.typ != repErrUnsup || r.opt != o {
 					t.Fatalf("option %d: %+v", o, r)

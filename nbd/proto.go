@@ -8,7 +8,9 @@ import (
 
 // Wire constants. Where go-nbd's protocol package has a value we use it; the
 // rest are taken from the NBD protocol spec (NetworkBlockDevice/nbd
-// doc/proto.md), which go-nbd v0.3.2 does not cover.
+// doc/proto.md), which go-nbd v0.3.2 does not cover. Beware: old revisions
+// of that spec numbered the meta-context options 10 and 11; qemu, libnbd
+// and nbdkit use 9 and 10 (11 is now NBD_OPT_EXTENDED_HEADERS).
 const (
 	magicInit        = protocol.NEGOTIATION_MAGIC_OLDSTYLE // "NBDMAGIC"
 	magicOption      = protocol.NEGOTIATION_MAGIC_OPTION   // "IHAVEOPT"
@@ -31,8 +33,8 @@ const (
 	optInfo            = protocol.NEGOTIATION_ID_OPTION_INFO
 	optGo              = protocol.NEGOTIATION_ID_OPTION_GO
 	optStructuredReply = uint32(8)
-	optListMetaContext = uint32(10)
-	optSetMetaContext  = uint32(11)
+	optListMetaContext = uint32(9)
+	optSetMetaContext  = uint32(10)
 
 	// Option reply types.
 	repAck         = protocol.NEGOTIATION_TYPE_REPLY_ACK
