@@ -1,0 +1,248 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// fetch is one source call for a run of consecutive missing blocks. Every
+// block of the run maps to it in Cache.inflight until it is done, so readers
+// of those blocks wait on it instead of calling the source again.
+type fetch struct {
+	first int64 // first block
+	count int   // blocks in the run
+	done  chan struct{}
+
+	// Guarded by Cache.mu. hold counts the fetch's own goroutine plus one
+	// per waiting reader's slot; at zero the fetch drops its block refs.
+	hold int
+
+	// Written before done is closed, read after.
+	good   int      // leading blocks fetched; the rest failed with err
+	blocks []*block // nil for a zero block; each holds a ref until hold == 0
+	err    error
+}
+
+// slot is one block of a read: a referenced block, a known-zero block, or
+// a fetch to wait for (with a hold on it).
+type slot struct {
+	blk  *block
+	f    *fetch
+	zero bool
+}
+
+// acquire looks up blocks first..last of v for a demand read and starts one
+// goroutine fetching the missing runs in increasing order. It returns a
+// slot per block.
+func (c *Cache) acquire(v *view, first, last int64, slots []slot) ([]slot, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return slots, ErrClosed
+	}
+	var started []*fetch
+	var run *fetch
+	for b := first; b <= last; b++ {
+		if v.zeros.has(b) {
+			c.stats.Hits++
+			slots = append(slots, slot{zero: true})
+			run = nil
+			continue
+		}
+		k := key{v.id, b}
+		if blk, ok := c.lru.Get(k); ok {
+			c.stats.Hits++
+			blk.refs.Add(1)
+			slots = append(slots, slot{blk: blk})
+			run = nil
+			continue
+		}
+		c.stats.Misses++
+		f, ok := c.inflight[k]
+		if !ok {
+			if run == nil || run.count == c.run {
+				run = &fetch{first: b, done: make(chan struct{}), hold: 1}
+				started = append(started, run)
+			}
+			run.count++
+			c.inflight[k] = run
+			f = run
+		} else {
+			run = nil
+		}
+		f.hold++
+		slots = append(slots, slot{f: f})
+	}
+	if len(started) > 0 {
+		c.fetchers.Add(1)
+		go c.runFetches(v, started)
+	}
+	return slots, nil
+}
+
+// planAhead registers fetches for the missing blocks of first..last of v
+// (no reader waits on them yet) and takes one c.fetchers count for them if
+// there are any. after is the fetch in flight for the block just before
+// the first missing one, if any: the new fetches must reach the source
+// after it.
+func (c *Cache) planAhead(v *view, first, last int64) (fs []*fetch, after *fetch) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, nil
+	}
+	var run *fetch
+	for b := first; b <= last; b++ {
+		k := key{v.id, b}
+		if v.zeros.has(b) || c.lru.Contains(k) || c.inflight[k] != nil {
+			run = nil
+			continue
+		}
+		if len(fs) == 0 {
+			after = c.inflight[key{v.id, b - 1}]
+		}
+		if run == nil || run.count == c.run {
+			run = &fetch{first: b, done: make(chan struct{}), hold: 1}
+			fs = append(fs, run)
+		}
+		run.count++
+		c.inflight[k] = run
+	}
+	if len(fs) > 0 {
+		c.fetchers.Add(1)
+	}
+	return fs, after
+}
+
+// runFetches performs fetches one after another, so the source sees
+// increasing offsets. It owns one c.fetchers count.
+func (c *Cache) runFetches(v *view, fs []*fetch) {
+	defer c.fetchers.Done()
+	for _, f := range fs {
+		c.fill(v, f)
+	}
+}
+
+// fill reads f's run from the source with one call, splits it into blocks,
+// caches them and wakes the waiters. A failed part is not cached.
+func (c *Cache) fill(v *view, f *fetch) {
+	bs := c.cfg.BlockSize
+	off := f.first * int64(bs)
+	length := int(min(int64(f.count)*int64(bs), v.size-off))
+
+	// One block is read straight into its buffer; a run goes through a
+	// contiguous scratch buffer.
+	var buf, scratch []byte
+	if f.count == 1 {
+		buf = c.getBuf(length)
+	} else {
+		scratch = c.getScratch(length)
+		buf = scratch
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.FetchTimeout)
+	n, err := v.src.ReadAt(ctx, buf, off)
+	cancel()
+	switch {
+	case n == length && (err == nil || errors.Is(err, io.EOF)):
+		err = nil
+	case err == nil || errors.Is(err, io.EOF):
+		err = fmt.Errorf("short read of %d bytes: %w", n, io.ErrUnexpectedEOF)
+	}
+	good := f.count
+	if err != nil {
+		good = max(n, 0) / bs
+		err = fmt.Errorf("cache: fetch %s@%d+%d: %w", v.id, off, length, err)
+		c.log.Warn("block fetch failed", "identity", v.id, "off", off, "len", length, "err", err)
+	}
+
+	blocks := make([]*block, f.count)
+	zero := make([]bool, f.count)
+	for i := range good {
+		chunk := buf[i*bs : min((i+1)*bs, length)]
+		if isZero(chunk) {
+			zero[i] = true
+			continue
+		}
+		if scratch == nil {
+			blocks[i] = &block{buf: chunk}
+			buf = nil // now owned by the block
+			continue
+		}
+		b := c.getBuf(len(chunk))
+		copy(b, chunk)
+		blocks[i] = &block{buf: b}
+	}
+	if scratch != nil {
+		c.putScratch(scratch)
+	} else if buf != nil {
+		c.putBuf(buf) // failed or zero: the buffer goes back
+	}
+
+	c.mu.Lock()
+	c.stats.Fetches++
+	for i := range f.count {
+		b := f.first + int64(i)
+		delete(c.inflight, key{v.id, b})
+		switch {
+		case i >= good:
+		case zero[i]:
+			v.zeros.set(b, v.nblocks)
+		default:
+			blocks[i].refs.Store(1) // the fetch's own reference
+			c.insert(key{v.id, b}, blocks[i])
+		}
+	}
+	f.good, f.blocks, f.err = good, blocks, err
+	c.releaseLocked(f)
+	c.mu.Unlock()
+	close(f.done)
+}
+
+// wait waits for f to fetch block b, or for ctx. On success it returns the
+// block with a reference taken, or zero == true. It drops the slot's hold.
+func (c *Cache) wait(ctx context.Context, f *fetch, b int64) (blk *block, zero bool, err error) {
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		c.leave(f)
+		return nil, false, ctx.Err()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	i := int(b - f.first)
+	switch {
+	case i >= f.good:
+		err = f.err
+	case f.blocks[i] == nil:
+		zero = true
+	default:
+		blk = f.blocks[i]
+		blk.refs.Add(1)
+	}
+	c.releaseLocked(f)
+	return blk, zero, err
+}
+
+// leave drops a slot's hold on f without using it.
+func (c *Cache) leave(f *fetch) {
+	c.mu.Lock()
+	c.releaseLocked(f)
+	c.mu.Unlock()
+}
+
+// releaseLocked drops one hold on f; the last drops f's block refs.
+// c.mu held.
+func (c *Cache) releaseLocked(f *fetch) {
+	f.hold--
+	if f.hold > 0 {
+		return
+	}
+	for _, blk := range f.blocks {
+		if blk != nil {
+			c.unref(blk)
+		}
+	}
+	f.blocks = nil
+}

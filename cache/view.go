@@ -1,0 +1,204 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync/atomic"
+)
+
+// view is the cached face of one source.
+type view struct {
+	c       *Cache
+	src     BlockSource
+	id      string
+	size    int64
+	nblocks int64
+	zeros   *zeroSet // shared by views of one identity; guarded by c.mu
+
+	// Sequential detection and read-ahead, best-effort and lock-free.
+	lastEnd atomic.Int64 // end of the previous read; -1 before the first
+	raNext  atomic.Int64 // first block not yet read ahead
+	raBusy  atomic.Bool  // one read-ahead at a time per view keeps source calls in order
+}
+
+var (
+	_ BlockSource = (*view)(nil)
+	_ Mapper      = (*view)(nil)
+)
+
+func (v *view) Size() int64      { return v.size }
+func (v *view) Identity() string { return v.id }
+
+// ReadAt reads through the cache. Missing blocks are fetched under the
+// cache's context; ctx only bounds this caller's wait.
+func (v *view) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("cache: read %s@%d: %w", v.id, off, ErrNegativeOffset)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("cache: read %s@%d: %w", v.id, off, err)
+	}
+	bs := v.c.cfg.BlockSize
+	s := spanOf(off, len(p), v.size, bs)
+	if s.n == 0 {
+		if s.eof {
+			return 0, io.EOF
+		}
+		return 0, nil
+	}
+	seq := v.sequential(off, s.n)
+
+	var local [4]slot
+	slots, err := v.c.acquire(v, s.first, s.last, local[:0])
+	if err != nil {
+		v.drop(slots)
+		return 0, fmt.Errorf("cache: read %s@%d: %w", v.id, off, err)
+	}
+	if seq {
+		v.readAhead(s.last)
+	}
+
+	n := 0
+	for i := range slots {
+		sl := &slots[i]
+		b := s.first + int64(i)
+		if sl.f != nil {
+			f := sl.f
+			sl.f = nil
+			sl.blk, sl.zero, err = v.c.wait(ctx, f, b)
+			if err != nil {
+				v.drop(slots[i+1:])
+				return n, fmt.Errorf("cache: read %s@%d: %w", v.id, off, err)
+			}
+		}
+		bo, do, cnt := piece(b, off, s.n, bs)
+		dst := p[do : do+cnt]
+		if sl.zero {
+			clear(dst)
+		} else {
+			copy(dst, sl.blk.buf[bo:bo+cnt])
+			v.c.unref(sl.blk)
+			sl.blk = nil
+		}
+		n += cnt
+	}
+	if s.eof {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// drop gives up slots not copied from.
+func (v *view) drop(slots []slot) {
+	for _, sl := range slots {
+		switch {
+		case sl.blk != nil:
+			v.c.unref(sl.blk)
+		case sl.f != nil:
+			v.c.leave(sl.f)
+		}
+	}
+}
+
+// sequential records a read of n bytes at off and reports whether it
+// continues the previous one. A block of slack either way tolerates the
+// small reordering of clients with several requests in flight. The first
+// read of a view does not count: a lone header read should not pull in
+// ReadAheadBlocks blocks.
+func (v *view) sequential(off int64, n int) bool {
+	prev := v.lastEnd.Swap(off + int64(n))
+	slack := int64(v.c.cfg.BlockSize)
+	seq := prev >= 0 && off >= prev-slack && off <= prev+slack
+	if !seq {
+		v.raNext.Store(0) // a jump: read ahead from the new place
+	}
+	return seq
+}
+
+// readAhead fetches the blocks after last in the background. It registers
+// the fetches at once, so the next reads wait on them rather than fetch the
+// same blocks, and it issues them in order after any fetch still running
+// for the block before, so a streaming source sees increasing offsets. It
+// refills the window when half of it is used, so each source call covers
+// several blocks. It never blocks: while a read-ahead of this view runs or
+// the cache-wide limit is reached, the work is dropped.
+func (v *view) readAhead(last int64) {
+	c := v.c
+	ra := int64(c.cfg.ReadAheadBlocks)
+	if ra <= 0 {
+		return
+	}
+	from := max(v.raNext.Load(), last+1)
+	if from-(last+1) >= max(ra/2, 1) {
+		return // enough already queued ahead
+	}
+	to := min(last+ra, v.nblocks-1)
+	if from > to {
+		return
+	}
+	if !v.raBusy.CompareAndSwap(false, true) {
+		return
+	}
+	select {
+	case c.raSem <- struct{}{}:
+	default:
+		v.raBusy.Store(false)
+		return
+	}
+	done := func() {
+		<-c.raSem
+		v.raBusy.Store(false)
+	}
+	fs, after := c.planAhead(v, from, to)
+	v.raNext.Store(to + 1)
+	if len(fs) == 0 {
+		done()
+		return
+	}
+	go func() {
+		defer done()
+		if after != nil {
+			select {
+			case <-after.done:
+			case <-c.ctx.Done(): // the fetches fail fast and wake their waiters
+			}
+		}
+		c.runFetches(v, fs)
+	}()
+}
+
+// Map reports which parts of [off, off+length) are known to read as zeros.
+// Blocks not yet fetched, or holding data, are reported as data.
+func (v *view) Map(ctx context.Context, off, length int64) ([]Extent, error) {
+	if off < 0 || length < 0 {
+		return nil, fmt.Errorf("cache: map %s@%d+%d: %w", v.id, off, length, ErrNegativeOffset)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("cache: map %s@%d+%d: %w", v.id, off, length, err)
+	}
+	end := v.size
+	if length < v.size-off {
+		end = off + length
+	}
+	if off >= end {
+		return nil, nil
+	}
+	bs := int64(v.c.cfg.BlockSize)
+	v.c.mu.Lock()
+	defer v.c.mu.Unlock()
+	if v.zeros.count == 0 {
+		return []Extent{{Off: off, Len: end - off}}, nil
+	}
+	var out []Extent
+	for b := off / bs; b*bs < end; b++ {
+		lo, hi := max(b*bs, off), min((b+1)*bs, end)
+		z := v.zeros.has(b)
+		if k := len(out) - 1; k >= 0 && out[k].Zero == z {
+			out[k].Len += hi - lo
+			continue
+		}
+		out = append(out, Extent{Off: lo, Len: hi - lo, Zero: z})
+	}
+	return out, nil
+}
