@@ -17,6 +17,7 @@ type Config struct {
 	HandshakeTimeout time.Duration // bound on the whole handshake (default 10s)
 	ReadTimeout      time.Duration // bound on one backend read (default 60s)
 	WriteTimeout     time.Duration // bound on sending one reply (default 60s)
+	MaxBufferBytes   int64         // read buffers held by all connections together (default 256 MiB)
 }
 
 func (c Config) withDefaults() Config {
@@ -32,6 +33,11 @@ func (c Config) withDefaults() Config {
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 60 * time.Second
 	}
+	if c.MaxBufferBytes <= 0 {
+		c.MaxBufferBytes = 256 << 20
+	}
+	// Below one maximal request, such a request could never run.
+	c.MaxBufferBytes = max(c.MaxBufferBytes, maxBlockSize)
 	return c
 }
 
@@ -44,6 +50,7 @@ type Server struct {
 	exports Exports
 	log     *slog.Logger
 	pool    bufPool
+	budget  *byteBudget
 
 	mu        sync.Mutex
 	closing   bool
@@ -85,6 +92,7 @@ func NewServer(cfg Config, exports Exports, log *slog.Logger) *Server {
 		cfg:       cfg.withDefaults(),
 		exports:   exports,
 		log:       log,
+		budget:    newByteBudget(cfg.withDefaults().MaxBufferBytes),
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*tracked]struct{}),
 	}
@@ -202,6 +210,7 @@ func (s *Server) serveConn(ctx context.Context, t *tracked) {
 		sess:     sess,
 		size:     sess.export.Source.Size(),
 		pool:     &s.pool,
+		budget:   s.budget,
 		log:      log,
 		readTO:   s.cfg.ReadTimeout,
 		writeTO:  s.cfg.WriteTimeout,

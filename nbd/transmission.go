@@ -24,6 +24,7 @@ type conn struct {
 	sess    session
 	size    int64
 	pool    *bufPool
+	budget  *byteBudget // nil: unbounded
 	log     *slog.Logger
 	readTO  time.Duration
 	writeTO time.Duration
@@ -187,10 +188,17 @@ func (c *conn) checkBlockStatus(req request) (uint32, string) {
 // read fills a buffer first and only then writes the reply, so a failed
 // backend read becomes an error reply on a live connection.
 func (c *conn) read(req request) error {
+	off, n := int64(req.offset), int64(req.length)
+	if c.budget != nil {
+		// Wait for buffer memory under the connection's context, not the
+		// read bound: queueing behind other reads is not a backend fault.
+		if err := c.budget.acquire(c.ctx, n); err != nil {
+			return fmt.Errorf("nbd: wait for buffer memory: %w", err)
+		}
+		defer c.budget.release(n)
+	}
 	ctx, cancel := context.WithTimeout(c.ctx, c.readTO)
 	defer cancel()
-	off, n := int64(req.offset), int64(req.length)
-
 	exts := c.extents(ctx, off, n)
 	bp := c.pool.get(int(n))
 	defer c.pool.put(bp)

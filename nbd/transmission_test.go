@@ -515,3 +515,66 @@ func TestServeContextCancel(t *testing.T) {
 		t.Fatalf("Shutdown: %v", err)
 	}
 }
+
+// The buffer budget is shared by all connections: with room for one 32 MiB
+// read, a second connection's read waits until the first finishes.
+func TestBufferBudgetAcrossConnections(t *testing.T) {
+	gate := make(chan struct{})
+	big := &flakySource{memSource: &memSource{data: patterned(40<<20, 3)}, gate: gate, started: make(chan struct{}, 10)}
+	ex := newExports(Export{Name: "big", Source: big})
+	ts := startServer(t, Config{MaxBufferBytes: 1}, ex) // clamped to 32 MiB
+	c1, c2 := dial(t, ts.sock), dial(t, ts.sock)
+	c1.open("big", false, false)
+	c2.open("big", false, false)
+	c1.send(request{typ: cmdRead, handle: 1, offset: 0, length: 32 << 20}, nil)
+	<-big.started
+	c2.send(request{typ: cmdRead, handle: 2, offset: 0, length: 1 << 20}, nil)
+	select {
+	case <-big.started:
+		t.Fatalf("second read started while the budget was spent")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(gate)
+	if h, errno, _ := c1.simpleReply(32 << 20); h != 1 || errno != 0 {
+		t.Fatalf("first read: handle %d errno %d", h, errno)
+	}
+	if h, errno, data := c2.simpleReply(1 << 20); h != 2 || errno != 0 || !bytes.Equal(data, big.data[:1<<20]) {
+		t.Fatalf("second read: handle %d errno %d", h, errno)
+	}
+}
+
+func TestByteBudget(t *testing.T) {
+	b := newByteBudget(10)
+	ctx := context.Background()
+	if err := b.acquire(ctx, 6); err != nil {
+		t.Fatal(err)
+	}
+	// 6 does not fit; a later 1 must wait behind it (FIFO, no starvation).
+	got := make(chan int64, 2)
+	go func() { _ = b.acquire(ctx, 6); got <- 6 }()
+	time.Sleep(50 * time.Millisecond)
+	go func() { _ = b.acquire(ctx, 1); got <- 1 }()
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case n := <-got:
+		t.Fatalf("acquire(%d) jumped the line", n)
+	default:
+	}
+	b.release(6)
+	if first, second := <-got, <-got; first != 6 || second != 1 {
+		t.Fatalf("order %d, %d", first, second)
+	}
+	// A cancelled waiter leaves the line and frees nothing it did not get.
+	cctx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- b.acquire(cctx, 10) }()
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	if err := <-errc; err == nil {
+		t.Fatalf("cancelled acquire succeeded")
+	}
+	b.release(7)
+	if err := b.acquire(ctx, 10); err != nil || b.avail != 0 {
+		t.Fatalf("after release: %v avail %d", err, b.avail)
+	}
+}
