@@ -11,23 +11,6 @@ import (
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
-// Memory. The cache holds at most MaxBytes of block data. On top of that,
-// at peak, it holds:
-//   - up to runBlocks recycled block buffers (the free list),
-//   - per fetch in flight: its new blocks plus, for a run of several blocks,
-//     one contiguous scratch buffer of the same size (the source is read
-//     into it in one call, then split); one scratch buffer is kept for reuse,
-//   - blocks already evicted while a reader still copies out of them.
-//
-// With the defaults (1 MiB blocks, 16 blocks read ahead) one sequential
-// reader adds about 16 MiB (free list) + 2×16 MiB (a read-ahead run and its
-// scratch) + 16 MiB (kept scratch) + a demand run: under 100 MiB. Each more
-// read-ahead fetch in flight (at most ReadAheadFetches) adds up to 32 MiB
-// while it runs. Known-zero blocks cost one bit each and no buffer.
-//
-// Buffers are recycled, so a long sequential read allocates nothing in the
-// steady state: the garbage collector has little to do.
-
 // Config sizes the cache. Zero values take defaults in New.
 type Config struct {
 	MaxBytes        int64 // bytes of block data held (default 512 MiB; at least one block)
@@ -165,7 +148,6 @@ func (c *Cache) Open(src BlockSource) BlockSource {
 		nblocks: numBlocks(size, c.cfg.BlockSize),
 		zeros:   z,
 	}
-	v.lastEnd.Store(-1)
 	return v
 }
 

@@ -317,6 +317,25 @@ func TestReadAhead(t *testing.T) {
 	}
 }
 
+func TestReadAheadInterleavedStreams(t *testing.T) {
+	const nblocks = 64
+	data := cachetest.Data(nblocks*bs, 17)
+	src := cachetest.NewMemSource(data)
+	c := newCache(t, cache.Config{BlockSize: bs, MaxBytes: 128 * bs, ReadAheadBlocks: 8})
+	v := c.Open(src)
+	// Two readers take turns: one from block 0, one from block 32.
+	for off := int64(0); off < 32*bs; off += 1024 {
+		for _, base := range []int64{0, 32 * bs} {
+			if got := read(t, v, base+off, 1024); !bytes.Equal(got, data[base+off:base+off+1024]) {
+				t.Fatalf("wrong bytes at %d", base+off)
+			}
+		}
+	}
+	if n := len(src.Reads()); n > 2*(32/4+2) {
+		t.Errorf("%d source calls for two interleaved streams of 32 blocks: %v", n, src.Reads())
+	}
+}
+
 func TestReadAheadIgnoresRandomReads(t *testing.T) {
 	data := cachetest.Data(64*bs, 11)
 	src := cachetest.NewMemSource(data)

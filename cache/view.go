@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sync/atomic"
+	"sync"
 )
 
 // view is the cached face of one source.
@@ -16,10 +16,9 @@ type view struct {
 	nblocks int64
 	zeros   *zeroSet // shared by views of one identity; guarded by c.mu
 
-	// Sequential detection and read-ahead, best-effort and lock-free.
-	lastEnd atomic.Int64 // end of the previous read; -1 before the first
-	raNext  atomic.Int64 // first block not yet read ahead
-	raBusy  atomic.Bool  // one read-ahead at a time per view keeps source calls in order
+	mu      sync.Mutex // guards the read-ahead state; may be held while taking c.mu
+	streams [streamsPerView]stream
+	tick    uint64
 }
 
 var (
@@ -47,7 +46,7 @@ func (v *view) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		}
 		return 0, nil
 	}
-	seq := v.sequential(off, s.n)
+	st, seq := v.sequential(off, s.n)
 
 	var local [4]slot
 	slots, err := v.c.acquire(v, s.first, s.last, local[:0])
@@ -56,7 +55,7 @@ func (v *view) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		return 0, fmt.Errorf("cache: read %s@%d: %w", v.id, off, err)
 	}
 	if seq {
-		v.readAhead(s.last)
+		v.readAhead(st, s.last)
 	}
 
 	n := 0
@@ -99,73 +98,6 @@ func (v *view) drop(slots []slot) {
 			v.c.leave(sl.f)
 		}
 	}
-}
-
-// sequential records a read of n bytes at off and reports whether it
-// continues the previous one. A block of slack either way tolerates the
-// small reordering of clients with several requests in flight. The first
-// read of a view does not count: a lone header read should not pull in
-// ReadAheadBlocks blocks.
-func (v *view) sequential(off int64, n int) bool {
-	prev := v.lastEnd.Swap(off + int64(n))
-	slack := int64(v.c.cfg.BlockSize)
-	seq := prev >= 0 && off >= prev-slack && off <= prev+slack
-	if !seq {
-		v.raNext.Store(0) // a jump: read ahead from the new place
-	}
-	return seq
-}
-
-// readAhead fetches the blocks after last in the background. It registers
-// the fetches at once, so the next reads wait on them rather than fetch the
-// same blocks, and it issues them in order after any fetch still running
-// for the block before, so a streaming source sees increasing offsets. It
-// refills the window when half of it is used, so each source call covers
-// several blocks. It never blocks: while a read-ahead of this view runs or
-// the cache-wide limit is reached, the work is dropped.
-func (v *view) readAhead(last int64) {
-	c := v.c
-	ra := int64(c.cfg.ReadAheadBlocks)
-	if ra <= 0 {
-		return
-	}
-	from := max(v.raNext.Load(), last+1)
-	if from-(last+1) >= max(ra/2, 1) {
-		return // enough already queued ahead
-	}
-	to := min(last+ra, v.nblocks-1)
-	if from > to {
-		return
-	}
-	if !v.raBusy.CompareAndSwap(false, true) {
-		return
-	}
-	select {
-	case c.raSem <- struct{}{}:
-	default:
-		v.raBusy.Store(false)
-		return
-	}
-	done := func() {
-		<-c.raSem
-		v.raBusy.Store(false)
-	}
-	fs, after := c.planAhead(v, from, to)
-	v.raNext.Store(to + 1)
-	if len(fs) == 0 {
-		done()
-		return
-	}
-	go func() {
-		defer done()
-		if after != nil {
-			select {
-			case <-after.done:
-			case <-c.ctx.Done(): // the fetches fail fast and wake their waiters
-			}
-		}
-		c.runFetches(v, fs)
-	}()
 }
 
 // Map reports which parts of [off, off+length) are known to read as zeros.
