@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +40,11 @@ type domain struct {
 	beTried time.Time
 	lastErr string     // last failure, for the API
 	srv     *fs.Server // the mounted tree, nil when not mounted
+	// views holds one cached view per image version, so every opener (FUSE
+	// files, NBD connections) shares one Glance source and the streams it
+	// keeps open between sequential reads.
+	views      map[string]cache.BlockSource
+	viewsFresh *listing // listing views was last pruned against
 }
 
 var _ fs.Domain = (*domain)(nil)
@@ -114,6 +121,7 @@ func (d *domain) update(rec DomainRecord, sec secrets) {
 	if changed {
 		d.version++
 		d.be, d.beErr, d.beTried, d.lastErr = nil, nil, time.Time{}, ""
+		d.views, d.viewsFresh = nil, nil // bound to the old client
 	}
 	d.mu.Unlock()
 	if changed {
@@ -275,7 +283,8 @@ func (d *domain) Open(ctx context.Context, img fs.Image) (cache.BlockSource, err
 	return d.openImage(ctx, gi)
 }
 
-// openImage returns the cached view of an active image.
+// openImage returns the cached view of an active image, shared by all its
+// openers.
 func (d *domain) openImage(ctx context.Context, gi glance.Image) (cache.BlockSource, error) {
 	if gi.Status != "active" {
 		return nil, conflict("image %s is %s, not active", gi.ID, gi.Status)
@@ -284,7 +293,44 @@ func (d *domain) openImage(ctx context.Context, gi glance.Image) (cache.BlockSou
 	if err != nil {
 		return nil, err
 	}
-	return d.open(be.Source(d.record().UUID, gi)), nil
+	key := viewKey(gi)
+	cur := d.cat.last()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.viewsFresh != cur {
+		d.pruneViewsLocked(cur)
+	}
+	if v, ok := d.views[key]; ok {
+		return v, nil
+	}
+	v := d.open(be.Source(d.rec.UUID, gi))
+	if d.views == nil {
+		d.views = map[string]cache.BlockSource{}
+	}
+	d.views[key] = v
+	return v, nil
+}
+
+// viewKey names one version of an image (what its source's identity is
+// built from).
+func viewKey(gi glance.Image) string {
+	return gi.ID + "@" + gi.Checksum + "/" + gi.OSHashValue + "/" + gi.UpdatedAt.UTC().Format(time.RFC3339Nano) +
+		"/" + strconv.FormatInt(gi.Size, 10)
+}
+
+// pruneViewsLocked forgets the views of image versions that l no longer
+// lists. Readers that hold one keep it; its idle streams close on their own.
+func (d *domain) pruneViewsLocked(l *listing) {
+	d.viewsFresh = l
+	if l == nil {
+		return
+	}
+	for k := range d.views {
+		id := k[:strings.IndexByte(k, '@')]
+		if gi, ok := l.image(id); !ok || viewKey(gi) != k {
+			delete(d.views, k)
+		}
+	}
 }
 
 // toFSImage maps a Glance record to what the tree shows.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ type fakeGlance struct {
 	data    map[string][]byte
 	listErr error
 	lists   int
+	reads   atomic.Int64 // ReadAt calls on its sources
 }
 
 func newFakeGlance() *fakeGlance { return &fakeGlance{data: map[string][]byte{}} }
@@ -81,15 +83,17 @@ func (f *fakeGlance) Get(ctx context.Context, id string) (glance.Image, error) {
 func (f *fakeGlance) Source(domain string, img glance.Image) cache.BlockSource {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return &memSource{id: domain + "/" + img.ID + "/" + img.Checksum, b: f.data[img.ID]}
+	return &memSource{id: domain + "/" + img.ID + "/" + img.Checksum, b: f.data[img.ID], reads: &f.reads}
 }
 
 type memSource struct {
-	id string
-	b  []byte
+	id    string
+	b     []byte
+	reads *atomic.Int64
 }
 
 func (m *memSource) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	m.reads.Add(1)
 	if off >= int64(len(m.b)) {
 		return 0, io.EOF
 	}
