@@ -265,13 +265,16 @@ func parseVMDKExtent(access, rest string) (VMDKExtent, bool) {
 		return e, false
 	}
 	e.Sectors, e.Type = n, typ
-	if name, ok := strings.CutPrefix(rest, `"`); ok {
-		if i := strings.IndexByte(name, '"'); i >= 0 {
-			name = name[:i]
+	// Like qemu, a file name must be quoted; only ZERO has none.
+	switch name, quoted := strings.CutPrefix(rest, `"`); {
+	case quoted:
+		i := strings.IndexByte(name, '"')
+		if i < 0 {
+			return e, false
 		}
-		e.Filename = name
-	} else {
-		e.Filename, _ = cutField(rest)
+		e.Filename = name[:i]
+	case rest != "" || typ != "ZERO":
+		return e, false
 	}
 	return e, true
 }
