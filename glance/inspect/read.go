@@ -20,14 +20,19 @@ const (
 var errBudget = errors.New("inspect: header read budget exhausted")
 
 // reader reads bounded pieces of the image, clamped to its declared size.
+// It keeps the first read (the head) and serves later reads inside it from
+// memory: over Glance every read is a request of about 10 ms, and most
+// header structures (qcow2 cluster, VMDK descriptor, ISO volume descriptor)
+// lie in the first 64 KiB.
 type reader struct {
 	r      io.ReaderAt
 	size   int64
 	budget int64
+	head   []byte
 }
 
 // read returns up to n bytes at off: fewer when the image ends first, none
-// when off is past the end. It fails with errBudget when n exceeds the
+// when off is past the end. Callers must not modify the bytes. It fails with errBudget when n exceeds the
 // per-read or total limit, and with a wrapped error when the source is
 // shorter than the declared size or the read fails.
 func (rd *reader) read(off int64, n int) ([]byte, error) {
@@ -40,6 +45,9 @@ func (rd *reader) read(off int64, n int) ([]byte, error) {
 	if int64(n) > rd.size-off {
 		n = int(rd.size - off)
 	}
+	if off+int64(n) <= int64(len(rd.head)) {
+		return rd.head[off : off+int64(n) : off+int64(n)], nil
+	}
 	if n > maxOneRead || int64(n) > rd.budget {
 		return nil, fmt.Errorf("%w: read %d bytes at %d", errBudget, n, off)
 	}
@@ -47,6 +55,9 @@ func (rd *reader) read(off int64, n int) ([]byte, error) {
 	p := make([]byte, n)
 	got, err := rd.r.ReadAt(p, off)
 	if got == n {
+		if off == 0 && rd.head == nil {
+			rd.head = p
+		}
 		return p, nil
 	}
 	if err == nil || errors.Is(err, io.EOF) {
