@@ -560,9 +560,9 @@ func TestByteBudget(t *testing.T) {
 		t.Fatalf("acquire(%d) jumped the line", n)
 	default:
 	}
-	b.release(6)
-	if first, second := <-got, <-got; first != 6 || second != 1 {
-		t.Fatalf("order %d, %d", first, second)
+	b.release(6) // now both fit: 6 then 1
+	if sum := <-got + <-got; sum != 7 || b.available() != 3 {
+		t.Fatalf("granted %d, avail %d", sum, b.available())
 	}
 	// A cancelled waiter leaves the line and frees nothing it did not get.
 	cctx, cancel := context.WithCancel(ctx)
@@ -574,7 +574,13 @@ func TestByteBudget(t *testing.T) {
 		t.Fatalf("cancelled acquire succeeded")
 	}
 	b.release(7)
-	if err := b.acquire(ctx, 10); err != nil || b.avail != 0 {
-		t.Fatalf("after release: %v avail %d", err, b.avail)
+	if err := b.acquire(ctx, 10); err != nil || b.available() != 0 {
+		t.Fatalf("after release: %v avail %d", err, b.available())
 	}
+}
+
+func (b *byteBudget) available() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.avail
 }
