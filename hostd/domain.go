@@ -111,13 +111,13 @@ func (d *domain) view() Domain {
 // change, the client is rebuilt on next use and the catalog is dropped.
 func (d *domain) update(rec DomainRecord, sec secrets) {
 	d.mu.Lock()
-	old := d.rec
+	old, oldSec := d.rec, d.sec
 	d.rec, d.sec = rec, sec
 	d.log = d.base.With("domain", rec.Name)
 	changed := old.URL != rec.URL || old.Auth != rec.Auth || old.AuthURL != rec.AuthURL ||
 		old.Username != rec.Username || old.Project != rec.Project ||
 		old.UserDomain != rec.UserDomain || old.ProjectDomain != rec.ProjectDomain ||
-		old.CAFile != rec.CAFile || old.Insecure != rec.Insecure || d.sec != sec
+		old.CAFile != rec.CAFile || old.Insecure != rec.Insecure || oldSec != sec
 	if changed {
 		d.version++
 		d.be, d.beErr, d.beTried, d.lastErr = nil, nil, time.Time{}, ""

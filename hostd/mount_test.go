@@ -96,6 +96,18 @@ func TestMountThroughDaemon(t *testing.T) {
 	if _, err := r.c.Mount(ctx, "iso", filepath.Join(e.dir, "elsewhere")); !errors.Is(err, ErrConflict) {
 		t.Errorf("mount elsewhere: %v, want conflict", err)
 	}
+	full := filepath.Join(e.dir, "full")
+	os.MkdirAll(full, 0o755)
+	os.WriteFile(filepath.Join(full, "keep"), nil, 0o644)
+	if _, err := r.c.Unmount(ctx, "iso"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.c.Mount(ctx, "iso", full); !errors.Is(err, ErrConflict) {
+		t.Errorf("mount over a non-empty dir: %v, want conflict", err)
+	}
+	if _, err := r.c.Mount(ctx, "iso", ""); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := r.c.Mount(ctx, "iso", "relative"); !errors.Is(err, ErrBadRequest) {
 		t.Errorf("relative mountpoint: %v, want bad request", err)
 	}

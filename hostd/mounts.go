@@ -1,7 +1,9 @@
 package hostd
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -72,6 +74,12 @@ func (d *Daemon) mountLocked(dom *domain, mountpoint string) error {
 	if err := fs.CleanStale(mountpoint); err != nil {
 		d.log.Warn("cleaning a stale mount failed", "mountpoint", mountpoint, "err", err)
 	}
+	// Mounting over a non-empty directory would hide what is there; with a
+	// SocketGroup that would let group members shadow system directories.
+	if err := checkEmptyDir(mountpoint); err != nil {
+		dom.setError(err)
+		return err
+	}
 	srv, err := fs.Mount(d.life, mountpoint, dom, fs.Config{
 		RefreshTTL:   d.cfg.RefreshTTL,
 		MissInterval: d.cfg.MissInterval,
@@ -84,6 +92,22 @@ func (d *Daemon) mountLocked(dom *domain, mountpoint string) error {
 	}
 	dom.setMount(srv)
 	dom.setError(nil)
+	return nil
+}
+
+func checkEmptyDir(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("mountpoint %s: %w", path, err)
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return badRequest("mountpoint %s: %v", path, err)
+	}
+	if len(names) > 0 {
+		return conflict("mountpoint %s is not an empty directory", path)
+	}
 	return nil
 }
 
