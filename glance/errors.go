@@ -1,0 +1,128 @@
+package glance
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/gophercloud/gophercloud/v2"
+)
+
+// Sentinel errors. Test with errors.Is; they arrive wrapped with what was
+// being done.
+var (
+	// ErrNotFound matches any *HTTPError for a 404 or 410 (image gone).
+	ErrNotFound = errors.New("not found")
+	// ErrTokenRejected means Glance answered 401 to a fixed token.
+	ErrTokenRejected = errors.New("token rejected (401); a fixed token cannot be renewed")
+	// ErrUnauthorized means Glance answered 401 without a fixed token (no
+	// auth configured, or still 401 after a Keystone re-authentication).
+	ErrUnauthorized = errors.New("unauthorized (401)")
+	// ErrBodyConsumed means an upload got a 401 after part of its body was
+	// sent; the body cannot be sent again, so the upload is not retried.
+	ErrBodyConsumed = errors.New("upload body already consumed; not retried")
+	// ErrRangeUnsupported means the store behind the endpoint cannot serve
+	// byte ranges (400 to a ranged GET, or 200 with the whole body).
+	ErrRangeUnsupported = errors.New("byte ranges not supported")
+	// ErrTruncated means a body ended before the end of the asked range.
+	ErrTruncated = errors.New("body truncated")
+	// ErrBadContentRange means a 206 answered a different range than asked.
+	ErrBadContentRange = errors.New("unexpected Content-Range")
+	// ErrSizeMismatch means the server reports another size than expected:
+	// the bytes changed under us, so nothing read is trusted.
+	ErrSizeMismatch = errors.New("size differs from the image record")
+	// ErrIdleTimeout means a body delivered no byte for the idle timeout.
+	ErrIdleTimeout error = timeoutError("body stalled longer than the idle timeout")
+	// ErrUnknownSize means an HTTP source told neither Content-Range total
+	// nor Content-Length; give the size in the config.
+	ErrUnknownSize = errors.New("size unknown: no Content-Range total and no Content-Length")
+	// ErrClosed means the source was closed.
+	ErrClosed = errors.New("source closed")
+)
+
+// timeoutError is a sentinel that reports Timeout() true, so callers can
+// test for it with a local interface.
+type timeoutError string
+
+func (e timeoutError) Error() string { return string(e) }
+func (e timeoutError) Timeout() bool { return true }
+
+// HTTPError is an unexpected HTTP status from Glance or an HTTP source.
+// Other packages test it with errors.As and a local interface
+// (NotFound() bool, Timeout() bool) without importing glance.
+type HTTPError struct {
+	Op     string // what was being done, e.g. "get image 1234"
+	Status int
+	Body   string // start of the response body, for the log
+	Err    error  // a sentinel such as ErrTokenRejected, if one applies
+}
+
+func (e *HTTPError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: HTTP %d %s", e.Op, e.Status, http.StatusText(e.Status))
+	if e.Err != nil {
+		fmt.Fprintf(&b, ": %v", e.Err)
+	}
+	if e.Body != "" {
+		fmt.Fprintf(&b, ": %s", e.Body)
+	}
+	return b.String()
+}
+
+func (e *HTTPError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrNotFound) true for a 404 or 410.
+func (e *HTTPError) Is(target error) bool { return target == ErrNotFound && e.NotFound() }
+
+// NotFound reports whether the resource is missing or gone.
+func (e *HTTPError) NotFound() bool {
+	return e.Status == http.StatusNotFound || e.Status == http.StatusGone
+}
+
+// Timeout reports whether the server said it timed out.
+func (e *HTTPError) Timeout() bool {
+	return e.Status == http.StatusRequestTimeout || e.Status == http.StatusGatewayTimeout
+}
+
+// Conflict reports a 409 (e.g. an upload to an image that is not queued).
+func (e *HTTPError) Conflict() bool { return e.Status == http.StatusConflict }
+
+// retryable reports whether status is worth another attempt.
+func retryableStatus(status int) bool {
+	return status >= 500 || status == http.StatusRequestTimeout || status == http.StatusTooManyRequests
+}
+
+// bodySnippet trims a response body for an error message.
+func bodySnippet(b []byte) string {
+	const max = 200
+	s := strings.TrimSpace(string(b))
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return s
+}
+
+// fromGophercloud turns a gophercloud error into ours, keeping the status.
+// Gophercloud messages include the URL, which carries no secret; tokens are
+// only ever in headers.
+func fromGophercloud(op string, err error, unauthorized error) error {
+	if err == nil {
+		return nil
+	}
+	var reauth gophercloud.ErrUnableToReauthenticate
+	if errors.As(err, &reauth) {
+		return fmt.Errorf("%s: re-authentication failed: %w", op, reauth.ErrReauth)
+	}
+	var ue gophercloud.ErrUnexpectedResponseCode
+	if errors.As(err, &ue) {
+		he := &HTTPError{Op: op, Status: ue.Actual, Body: bodySnippet(ue.Body)}
+		if ue.Actual == http.StatusUnauthorized {
+			he.Body = ""
+			he.Err = unauthorized
+		}
+		return he
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
