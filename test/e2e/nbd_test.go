@@ -100,28 +100,39 @@ func TestNBD(t *testing.T) {
 	})
 
 	t.Run("map", func(t *testing.T) {
-		f := e.fixture("fix-3m.iso")
-		out := mustTool(t, "nbdinfo", "--map", "--json", e.nbdURI(exportOf(f.Name)))
-		var ext []struct {
-			Offset, Length int64
-		}
-		if err := json.Unmarshal([]byte(out), &ext); err != nil || len(ext) == 0 {
-			t.Fatalf("nbdinfo --map --json: %v\n%s", err, out)
-		}
-		var next int64
-		for _, x := range ext {
-			if x.Offset != next || x.Length <= 0 {
-				t.Fatalf("map not contiguous at %d: %+v", next, ext)
+		for _, name := range []string{"fix-3m.iso", "fix-sparse.raw"} {
+			f := e.fixture(name)
+			out := mustTool(t, "nbdinfo", "--map", "--json", e.nbdURI(exportOf(f.Name)))
+			var ext []struct {
+				Offset, Length int64
+				Type           int
 			}
-			next += x.Length
-		}
-		if next != int64(len(f.Data)) {
-			t.Fatalf("map covers %d bytes, want %d", next, len(f.Data))
+			if err := json.Unmarshal([]byte(out), &ext); err != nil || len(ext) == 0 {
+				t.Fatalf("nbdinfo --map --json: %v\n%s", err, out)
+			}
+			var next, zeros int64
+			for _, x := range ext {
+				if x.Offset != next || x.Length <= 0 {
+					t.Fatalf("%s: map not contiguous at %d: %+v", name, next, ext)
+				}
+				// base:allocation type bit 2 = reads as zeros: must be true.
+				if x.Type&2 != 0 {
+					if !bytes.Equal(f.Data[x.Offset:x.Offset+x.Length], make([]byte, x.Length)) {
+						t.Fatalf("%s: extent %+v reported zero but holds data", name, x)
+					}
+					zeros += x.Length
+				}
+				next += x.Length
+			}
+			if next != int64(len(f.Data)) {
+				t.Fatalf("%s: map covers %d bytes, want %d", name, next, len(f.Data))
+			}
+			t.Logf("%s: %d extents, %d of %d bytes reported as zero", name, len(ext), zeros, next)
 		}
 	})
 
 	t.Run("nbdcopy-4-connections", func(t *testing.T) {
-		for _, name := range []string{"fix-64m.raw", "fix-3m.iso", "fix-1000.raw"} {
+		for _, name := range []string{"fix-64m.raw", "fix-3m.iso", "fix-1000.raw", "fix-sparse.raw"} {
 			f := e.fixture(name)
 			out := filepath.Join(newDir(t, "nc"), "out")
 			mustTool(t, "nbdcopy", "--connections", "4", e.nbdURI(exportOf(name)), out)

@@ -224,6 +224,7 @@ func setupShared(g *harness.Glance) (*domainEnv, error) {
 		{Name: "fix-1000.raw", Format: "raw", Data: harness.RandomBytes(1, 1000)},
 		{Name: "fix-3m.iso", Format: "iso", Data: harness.RandomBytes(2, 3<<20+123)},
 		{Name: "fix-64m.raw", Format: "raw", Data: harness.RandomBytes(3, 64<<20)},
+		{Name: "fix-sparse.raw", Format: "raw", Data: sparseData()},
 	}
 	if len(harness.Missing("qemu-img", "qemu-io")) == 0 {
 		q, ref, err := makeQcow2(ctx)
@@ -297,6 +298,13 @@ func makeQcow2(ctx context.Context) (qcow, raw []byte, err error) {
 	}
 	raw, err = os.ReadFile(r)
 	return qcow, raw, err
+}
+
+// sparseData is 8 MiB of zeros with 1 MiB + 3 bytes of data in the middle.
+func sparseData() []byte {
+	b := make([]byte, 8<<20)
+	copy(b[3<<20:], harness.RandomBytes(4, 1<<20+3))
+	return b
 }
 
 func uuidString() string {

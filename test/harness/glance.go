@@ -38,7 +38,7 @@ type GlanceConfig struct {
 	TokenExpiration time.Duration // keystone token lifetime (default: start.sh's 3600 s)
 	StateDir        string        // required: absent or empty
 	ScriptDir       string        // test/glance (default: found from the repository root)
-	StartTimeout    time.Duration // whole start.sh run (default 180 s)
+	StartTimeout    time.Duration // wait for each service to answer (default 180 s); start.sh as a whole gets 3x
 	Reaper          *Reaper       // optional safety net
 }
 
@@ -98,7 +98,7 @@ func StartGlance(ctx context.Context, cfg GlanceConfig) (*Glance, error) {
 		env = append(env, "KEYSTONE_TOKEN_EXPIRATION="+strconv.Itoa(int(cfg.TokenExpiration/time.Second)))
 	}
 	cfg.Reaper.Add(ReapGlance, cfg.StateDir)
-	out, err := g.script(ctx, env, cfg.StartTimeout, "start.sh", cfg.Mode, cfg.StateDir)
+	out, err := g.script(ctx, env, 3*cfg.StartTimeout, "start.sh", cfg.Mode, cfg.StateDir)
 	if err != nil {
 		_ = g.Stop()
 		return nil, err
@@ -199,7 +199,8 @@ func (g *Glance) Kill() error {
 
 // Restart starts glance-api again keeping its db and images (restart.sh).
 func (g *Glance) Restart(ctx context.Context) error {
-	_, err := g.script(ctx, os.Environ(), g.cfg.StartTimeout, "restart.sh", g.cfg.StateDir)
+	env := append(os.Environ(), "GLANCE_START_TIMEOUT="+strconv.Itoa(int(g.cfg.StartTimeout/time.Second)))
+	_, err := g.script(ctx, env, 2*g.cfg.StartTimeout, "restart.sh", g.cfg.StateDir)
 	return err
 }
 
