@@ -14,6 +14,10 @@ type fetch struct {
 	first int64 // first block
 	count int   // blocks in the run
 	done  chan struct{}
+	after *fetch // in flight for block first-1 when planned: call the source after it
+	// onDone, if set, runs before waiters wake: work done there cannot be
+	// starved by them.
+	onDone func()
 
 	// Guarded by Cache.mu. hold counts the fetch's own goroutine plus one
 	// per waiting reader's slot; at zero the fetch drops its block refs.
@@ -64,6 +68,9 @@ func (c *Cache) acquire(v *view, first, last int64, slots []slot) ([]slot, error
 		if !ok {
 			if run == nil || run.count == c.run {
 				run = &fetch{first: b, done: make(chan struct{}), hold: 1}
+				if b > first { // this reader needs block b-1 anyway: keep the order
+					run.after = c.inflight[key{v.id, b - 1}]
+				}
 				started = append(started, run)
 			}
 			run.count++
@@ -84,15 +91,15 @@ func (c *Cache) acquire(v *view, first, last int64, slots []slot) ([]slot, error
 
 // planAhead registers fetches for the missing blocks of first..last of v
 // (no reader waits on them yet) and takes one c.fetchers count for them if
-// there are any. after is the fetch in flight for the block just before
-// the first missing one, if any: the new fetches must reach the source
-// after it.
-func (c *Cache) planAhead(v *view, first, last int64) (fs []*fetch, after *fetch) {
+// there are any. Each waits for a fetch in flight for the block before it,
+// so the source sees increasing offsets.
+func (c *Cache) planAhead(v *view, first, last int64) []*fetch {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil, nil
+		return nil
 	}
+	var fs []*fetch
 	var run *fetch
 	for b := first; b <= last; b++ {
 		k := key{v.id, b}
@@ -100,11 +107,8 @@ func (c *Cache) planAhead(v *view, first, last int64) (fs []*fetch, after *fetch
 			run = nil
 			continue
 		}
-		if len(fs) == 0 {
-			after = c.inflight[key{v.id, b - 1}]
-		}
 		if run == nil || run.count == c.run {
-			run = &fetch{first: b, done: make(chan struct{}), hold: 1}
+			run = &fetch{first: b, done: make(chan struct{}), hold: 1, after: c.inflight[key{v.id, b - 1}]}
 			fs = append(fs, run)
 		}
 		run.count++
@@ -113,7 +117,7 @@ func (c *Cache) planAhead(v *view, first, last int64) (fs []*fetch, after *fetch
 	if len(fs) > 0 {
 		c.fetchers.Add(1)
 	}
-	return fs, after
+	return fs
 }
 
 // runFetches performs fetches one after another, so the source sees
@@ -121,6 +125,13 @@ func (c *Cache) planAhead(v *view, first, last int64) (fs []*fetch, after *fetch
 func (c *Cache) runFetches(v *view, fs []*fetch) {
 	defer c.fetchers.Done()
 	for _, f := range fs {
+		if f.after != nil {
+			select {
+			case <-f.after.done:
+			case <-c.ctx.Done(): // fill fails fast and wakes the waiters
+			}
+			f.after = nil
+		}
 		c.fill(v, f)
 	}
 }
@@ -197,6 +208,9 @@ func (c *Cache) fill(v *view, f *fetch) {
 	f.good, f.blocks, f.err = good, blocks, err
 	c.releaseLocked(f)
 	c.mu.Unlock()
+	if f.onDone != nil {
+		f.onDone()
+	}
 	close(f.done)
 }
 

@@ -11,7 +11,7 @@ const streamsPerView = 4
 type stream struct {
 	end    int64  // end of its furthest read
 	raNext int64  // first block not yet read ahead
-	busy   bool   // a read-ahead of this stream is running
+	ra     *fetch // last fetch of its read-ahead in flight, if any
 	gen    uint64 // tick when the stream began; 0: slot unused
 	used   uint64 // tick of the last read, for replacement
 }
@@ -59,39 +59,33 @@ func (v *view) readAhead(st int, last int64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	s := &v.streams[st]
+	if s.ra != nil {
+		select {
+		case <-s.ra.done:
+			s.ra = nil
+		default:
+			return // one read-ahead per stream keeps its source calls in order
+		}
+	}
 	from := max(s.raNext, last+1)
 	to := min(last+ra, v.nblocks-1)
-	if s.busy || from > to || from-(last+1) >= max(ra/2, 1) {
-		return // running, nothing left, or enough already queued ahead
+	if from > to || from-(last+1) >= max(ra/2, 1) {
+		return // nothing left, or enough already queued ahead
 	}
 	select {
 	case c.raSem <- struct{}{}:
 	default:
 		return
 	}
-	fs, after := c.planAhead(v, from, to)
+	fs := c.planAhead(v, from, to)
 	s.raNext = to + 1
 	if len(fs) == 0 {
 		<-c.raSem
 		return
 	}
-	s.busy = true
-	gen := s.gen
-	go func() {
-		defer func() {
-			<-c.raSem
-			v.mu.Lock()
-			if s.gen == gen { // not replaced by another stream meanwhile
-				s.busy = false
-			}
-			v.mu.Unlock()
-		}()
-		if after != nil {
-			select {
-			case <-after.done:
-			case <-c.ctx.Done(): // the fetches fail fast and wake their waiters
-			}
-		}
-		c.runFetches(v, fs)
-	}()
+	// The slot is freed as the last fetch completes, before its waiters
+	// run, so busy readers cannot starve the release.
+	s.ra = fs[len(fs)-1]
+	s.ra.onDone = func() { <-c.raSem }
+	go c.runFetches(v, fs)
 }
