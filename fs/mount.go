@@ -31,6 +31,12 @@ type Config struct {
 	// MaxRead is the largest read request the kernel sends (default 1 MiB,
 	// the kernel's limit).
 	MaxRead int
+	// PageCache serves image files through the kernel page cache
+	// (FOPEN_KEEP_CACHE and kernel read-ahead) instead of direct I/O.
+	// Off by default: measured here, direct I/O reads sequentially about
+	// 4x faster (one copy less, no page allocation, reads as large as the
+	// reader's), and the shared block cache below already caches.
+	PageCache bool
 }
 
 func (c Config) withDefaults() Config {
@@ -90,7 +96,10 @@ func Mount(ctx context.Context, mountpoint string, d Domain, cfg Config, log *sl
 			MaxWrite:             cfg.MaxRead, // also sets max_read and max_pages
 			MaxBackground:        64,
 			IgnoreSecurityLabels: true,
-			Debug:                cfg.Debug,
+			// Parallel requests for large direct reads, and mmap of
+			// direct-I/O files (kernel 6.6+; older kernels ignore it).
+			ExtraCapabilities: fuse.CAP_ASYNC_DIO | fuse.CAP_DIRECT_IO_ALLOW_MMAP,
+			Debug:             cfg.Debug,
 		},
 		EntryTimeout: &entryTTL,
 		AttrTimeout:  &entryTTL,

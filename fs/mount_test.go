@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -161,4 +162,34 @@ func TestCleanStale(t *testing.T) {
 	if err := CleanStale(t.TempDir()); err != nil {
 		t.Errorf("CleanStale of a plain dir: %v", err)
 	}
+}
+
+// TestMountMmap: direct I/O files still map (DIRECT_IO_ALLOW_MMAP).
+func TestMountMmap(t *testing.T) {
+	d := newFakeDomain()
+	fixture(d)
+	_, dir := mountTest(t, d, suiteConfig())
+	f, err := os.Open(filepath.Join(dir, "by-id", idQcow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := syscall.Mmap(int(f.Fd()), 0, 1<<20, syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("mmap: %v", err)
+	}
+	defer syscall.Munmap(m)
+	if !bytes.Equal(m, d.bytes(idQcow)) {
+		t.Error("mapped bytes differ from the image")
+	}
+}
+
+// TestMountPageCache runs the content checks with the page cache on.
+func TestMountPageCache(t *testing.T) {
+	d := newFakeDomain()
+	fixture(d)
+	cfg := suiteConfig()
+	cfg.PageCache = true
+	_, dir := mountTest(t, d, cfg)
+	caseContent(t, d, mountFS{dir})
 }

@@ -190,6 +190,9 @@ func (n *imageNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if _, err := n.source(ctx); err != nil {
 		return nil, 0, translateError(n.t.log, "open", err)
 	}
+	if !n.t.cfg.PageCache {
+		return nil, fuse.FOPEN_DIRECT_IO, 0
+	}
 	// Active Glance images never change, and the inode number covers the
 	// checksum, so the page cache may outlive a close.
 	return nil, fuse.FOPEN_KEEP_CACHE, 0
