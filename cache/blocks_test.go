@@ -117,3 +117,32 @@ func TestNumBlocksAndBlockLen(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSpan checks that the pieces of any read tile exactly the bytes that
+// exist, each inside its block.
+func FuzzSpan(f *testing.F) {
+	f.Add(int64(50), 300, int64(1000), 100)
+	f.Add(int64(0), 0, int64(0), 512)
+	f.Add(int64(999), 10, int64(1000), 1)
+	f.Fuzz(func(t *testing.T, off int64, plen int, size int64, bs int) {
+		if off < 0 || plen < 0 || plen > 1<<20 || size < 0 || size > 1<<40 || bs <= 0 || bs > 1<<20 {
+			t.Skip()
+		}
+		s := spanOf(off, plen, size, bs)
+		want := int(max(min(int64(plen), size-off), 0))
+		if s.n != want || s.eof != (plen > want) {
+			t.Fatalf("spanOf(%d, %d, %d, %d) = %+v, want n %d", off, plen, size, bs, s, want)
+		}
+		next := 0
+		for b := s.first; b <= s.last; b++ {
+			bo, do, cnt := piece(b, off, s.n, bs)
+			if do != next || cnt <= 0 || bo < 0 || bo+cnt > blockLen(b, size, bs) {
+				t.Fatalf("block %d: piece (%d, %d, %d) after %d bytes", b, bo, do, cnt, next)
+			}
+			next += cnt
+		}
+		if next != s.n {
+			t.Fatalf("pieces cover %d bytes, want %d", next, s.n)
+		}
+	})
+}

@@ -109,6 +109,14 @@ func CheckRead(t testing.TB, src cache.BlockSource, data []byte, off int64, n in
 	return true
 }
 
+// iterations scales a loop down in -short mode, for slow sources.
+func iterations(n int) int {
+	if testing.Short() {
+		return max(n/5, 1)
+	}
+	return n
+}
+
 func testSizeIdentity(t *testing.T, src cache.BlockSource, data []byte) {
 	if got := src.Size(); got != int64(len(data)) {
 		t.Errorf("Size() = %d, want %d", got, len(data))
@@ -154,7 +162,7 @@ func testEdges(t *testing.T, src cache.BlockSource, data []byte) {
 func testRandom(t *testing.T, src cache.BlockSource, data []byte) {
 	r := rand.New(rand.NewPCG(2, uint64(len(data))))
 	size := len(data)
-	for range 300 {
+	for range iterations(150) {
 		off := r.Int64N(int64(size + size/8 + 2))
 		n := r.IntN(min(size, 200_000) + 16)
 		if !CheckRead(t, src, data, off, n) {
@@ -201,7 +209,7 @@ func testConcurrent(t *testing.T, src cache.BlockSource, data []byte) {
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(uint64(g), 3))
 			size := len(data)
-			for range 60 {
+			for range iterations(30) {
 				off := r.Int64N(int64(size + 2))
 				if !CheckRead(t, src, data, off, r.IntN(min(size, 100_000)+2)) {
 					return
