@@ -48,21 +48,21 @@ const (
 // Result is what Detect found out about an image.
 type Result struct {
 	// Format is one of the Format* constants; "raw" when nothing else matched.
-	Format string
+	Format string `json:"format"`
 	// VirtualSize is the size of the disk the guest sees, in bytes. For raw
 	// and iso it is the file size. It is 0 when the header is unusable (then
 	// Unsafe says why).
-	VirtualSize int64
+	VirtualSize int64 `json:"virtual_size"`
 	// Details holds format-specific header facts.
-	Details Details
+	Details Details `json:"details"`
 	// Unsafe lists why the image must not be used as is; empty means safe.
-	Unsafe []string
+	Unsafe []string `json:"unsafe,omitempty"`
 	// Ambiguous is set when the image matches more than one format, e.g. an
 	// ISO 9660 image that starts with a qcow2 magic. Such images are unsafe.
-	Ambiguous bool
+	Ambiguous bool `json:"ambiguous,omitempty"`
 	// Candidates lists every format that matched, in the order a probing
 	// consumer would prefer them; Format is the first. Usually one entry.
-	Candidates []string
+	Candidates []string `json:"candidates"`
 }
 
 // Details are format-specific facts read from the headers. Fields that do
@@ -113,6 +113,17 @@ type VMDKExtent struct {
 	Type     string `json:"type"`     // SPARSE, FLAT, ZERO, VMFS, ...
 	Filename string `json:"filename"` // empty for ZERO
 }
+
+// ReaderAtFunc adapts a read function to io.ReaderAt, e.g. a BlockSource
+// read bound to the caller's context:
+//
+//	inspect.Detect(inspect.ReaderAtFunc(func(p []byte, off int64) (int, error) {
+//		return src.ReadAt(ctx, p, off)
+//	}), src.Size())
+type ReaderAtFunc func(p []byte, off int64) (int, error)
+
+// ReadAt calls f.
+func (f ReaderAtFunc) ReadAt(p []byte, off int64) (int, error) { return f(p, off) }
 
 // ErrUnsafe is matched (errors.Is) by every error from Result.Safe.
 var ErrUnsafe = errors.New("inspect: unsafe image")

@@ -3,6 +3,7 @@ package inspect
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -382,5 +383,27 @@ func checkInvariants(t *testing.T, data []byte, res Result) {
 	}
 	if (res.Format == FormatRaw || res.Format == FormatISO) && (res.VirtualSize != int64(len(data)) || len(res.Unsafe) != 0) {
 		t.Errorf("%s: size %d of %d, unsafe %q", res.Format, res.VirtualSize, len(data), res.Unsafe)
+	}
+}
+
+func TestReaderAtFuncAndJSON(t *testing.T) {
+	img := buildQCOW2(qcow2Opts{size: 1 << 20, backing: "b"})
+	calls := 0
+	r := ReaderAtFunc(func(p []byte, off int64) (int, error) {
+		calls++
+		return bytes.NewReader(img).ReadAt(p, off)
+	})
+	res, err := Detect(r, int64(len(img)))
+	if err != nil || res.Format != FormatQCOW2 || calls == 0 {
+		t.Fatalf("Detect via ReaderAtFunc: %+v, %v, %d calls", res, err, calls)
+	}
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"format":"qcow2","virtual_size":1048576,"details":{"version":3,"cluster_size":65536,"compression":"zlib","backing_file":"b"},` +
+		`"unsafe":["qcow2 has a backing file \"b\" (it would expose a host file)"],"candidates":["qcow2"]}`
+	if string(b) != want {
+		t.Errorf("JSON:\n got %s\nwant %s", b, want)
 	}
 }
