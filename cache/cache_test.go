@@ -501,3 +501,92 @@ func TestStats(t *testing.T) {
 		t.Errorf("Stats() = %+v, want %+v", got, want)
 	}
 }
+
+// streamSource models the Glance source: a call that continues the previous
+// one rides the open stream, any other call pays for a new request.
+type streamSource struct {
+	*cachetest.MemSource
+	mu   sync.Mutex
+	end  int64
+	cuts int
+}
+
+func (s *streamSource) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	s.mu.Lock()
+	if off != s.end {
+		s.cuts++
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.end = off + int64(len(p))
+	s.mu.Unlock()
+	return s.MemSource.ReadAt(ctx, p, off)
+}
+
+func TestSequentialReadKeepsTheStream(t *testing.T) {
+	const size = 64 << 20
+	data := cachetest.Data(size, 18)
+	for i := 0; i < size; i += 1 << 20 {
+		data[i] = 1 // no zero blocks: every block is fetched
+	}
+	src := &streamSource{MemSource: cachetest.NewMemSource(data), end: -1}
+	c := newCache(t, cache.Config{MaxBytes: 32 << 20})
+	v := c.Open(src)
+	start := time.Now()
+	p := make([]byte, 128<<10)
+	for off := int64(0); off < size; off += int64(len(p)) {
+		n, err := v.ReadAt(context.Background(), p, off)
+		if err != nil || !bytes.Equal(p[:n], data[off:off+int64(n)]) {
+			t.Fatalf("ReadAt(%d) = %d, %v or wrong bytes", off, n, err)
+		}
+	}
+	s := c.Stats()
+	t.Logf("64 MiB in %v, %d source calls, %d stream cuts, stats %+v", time.Since(start), len(src.Reads()), src.cuts, s)
+	if src.cuts > 1 {
+		t.Errorf("%d stream cuts for one sequential reader, want 1 (the first call): %v", src.cuts, src.Reads())
+	}
+}
+
+// TestPipelinedSequentialRead is an NBD client with many requests in flight:
+// workers take the next 256 KiB piece in turn, so reads arrive slightly out
+// of order. Read-ahead should still see one stream.
+func TestPipelinedSequentialRead(t *testing.T) {
+	const size = 64 << 20
+	data := cachetest.Data(size, 19)
+	for i := 0; i < size; i += 1 << 20 {
+		data[i] = 1
+	}
+	src := &streamSource{MemSource: cachetest.NewMemSource(data), end: -1}
+	c := newCache(t, cache.Config{MaxBytes: 32 << 20})
+	v := c.Open(src)
+	var (
+		mu   sync.Mutex
+		next int64
+		wg   sync.WaitGroup
+	)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := make([]byte, 256<<10)
+			for {
+				mu.Lock()
+				off := next
+				next += int64(len(p))
+				mu.Unlock()
+				if off >= size {
+					return
+				}
+				n, err := v.ReadAt(context.Background(), p, off)
+				if err != nil || !bytes.Equal(p[:n], data[off:off+int64(n)]) {
+					t.Errorf("ReadAt(%d) = %d, %v or wrong bytes", off, n, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d source calls, %d stream cuts, stats %+v", len(src.Reads()), src.cuts, c.Stats())
+	if src.cuts > 4 {
+		t.Errorf("%d stream cuts for one pipelined sequential reader: %v", src.cuts, src.Reads())
+	}
+}
