@@ -284,17 +284,17 @@ func (e *HTTPError) Error() string {
 // Image is the part of a Glance image record the tests look at; Raw has all
 // of it.
 type Image struct {
-	ID           string         `json:"id"`
-	Name         *string        `json:"name"`
-	Status       string         `json:"status"`
-	Size         *int64         `json:"size"`
-	DiskFormat   string         `json:"disk_format"`
-	Checksum     string         `json:"checksum"`
-	OSHashAlgo   string         `json:"os_hash_algo"`
-	OSHashValue  string         `json:"os_hash_value"`
-	VirtualSize  *int64         `json:"virtual_size"`
-	Raw          map[string]any `json:"-"`
-	ContainerFmt string         `json:"container_format"`
+	ID              string         `json:"id"`
+	Name            *string        `json:"name"`
+	Status          string         `json:"status"`
+	Size            *int64         `json:"size"`
+	DiskFormat      string         `json:"disk_format"`
+	Checksum        string         `json:"checksum"`
+	OSHashAlgo      string         `json:"os_hash_algo"`
+	OSHashValue     string         `json:"os_hash_value"`
+	VirtualSize     *int64         `json:"virtual_size"`
+	Raw             map[string]any `json:"-"`
+	ContainerFormat string         `json:"container_format"`
 }
 
 // CreateImage creates an image record (name may be empty: Glance allows a
