@@ -85,6 +85,7 @@ func TestConformance(t *testing.T) {
 	}
 	for name, fault := range modes {
 		t.Run("glance/"+name, func(t *testing.T) {
+			t.Parallel()
 			cachetest.Run(t, func(t *testing.T, data []byte) cache.BlockSource {
 				g := newFakeGlance(t)
 				g.setFault(fault)
@@ -96,6 +97,7 @@ func TestConformance(t *testing.T) {
 			})
 		})
 		t.Run("http/"+name, func(t *testing.T) {
+			t.Parallel()
 			cachetest.Run(t, func(t *testing.T, data []byte) cache.BlockSource {
 				g := newFakeGlance(t)
 				g.setFault(fault)
