@@ -9,6 +9,10 @@
 // (an ISO whose first bytes are a qcow2 header is opened as qcow2 by a
 // probing consumer).
 //
+// Where we depart from qemu-img's probe, on purpose: a fixed VHD (its only
+// header is the footer in the last 512 bytes) is "vhd" with current_size,
+// where qemu says raw; an ISO 9660 image is "iso", where qemu says raw.
+//
 // Detect reads headers only. Every read, table and loop is capped, so a
 // hostile image costs at most a few MiB of reads and memory; it never reads
 // the whole image.
