@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -361,9 +362,7 @@ func (f *fetcher) open(ctx context.Context, off, length int64) (*stream, error) 
 		cancel(nil)
 		return nil, err
 	}
-	for k, v := range f.cfg.header {
-		req.Header[k] = v
-	}
+	addHeaders(req.Header, f.cfg.header)
 	req.Header.Set("User-Agent", "glancegw")
 	tok, err := f.cfg.auth.token(ctx, tokenMargin)
 	if err != nil {
@@ -380,7 +379,7 @@ func (f *fetcher) open(ctx context.Context, off, length int64) (*stream, error) 
 	resp, err := f.cfg.hc.Do(req)
 	if err != nil {
 		cancel(nil)
-		return nil, fmt.Errorf("GET: %w", err)
+		return nil, fmt.Errorf("GET: %w", redactURLError(err, f.cfg.name))
 	}
 	s := &stream{body: resp.Body, cancel: cancel, window: length}
 	fail := func(err error) (*stream, error) {
@@ -488,4 +487,24 @@ func (f *fetcher) bodyError(ctx context.Context, s *stream, err error) error {
 		return fmt.Errorf("%w: body ended at %d, expected %d", ErrTruncated, s.next, s.end)
 	}
 	return fmt.Errorf("reading body at %d: %w", s.next, err)
+}
+
+// addHeaders adds extra to h under canonical keys, so that later Set and
+// Del calls (Range, X-Auth-Token on redirects) see them.
+func addHeaders(h, extra http.Header) {
+	for k, vs := range extra {
+		for _, v := range vs {
+			h.Add(k, v)
+		}
+	}
+}
+
+// redactURLError replaces the URL in a transport error, which may carry a
+// signed query, with the loggable name of the source.
+func redactURLError(err error, name string) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = name
+	}
+	return err
 }

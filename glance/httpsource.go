@@ -135,14 +135,13 @@ func discoverSize(ctx context.Context, fc fetcherConfig) (discovery, error) {
 		if err != nil {
 			return nil, err
 		}
-		for k, v := range fc.header {
-			req.Header[k] = v
-		}
+		addHeaders(req.Header, fc.header)
 		req.Header.Set("User-Agent", "glancegw")
 		if ranged {
 			req.Header.Set("Range", "bytes=0-0")
 		}
-		return fc.hc.Do(req)
+		resp, err := fc.hc.Do(req)
+		return resp, redactURLError(err, fc.name)
 	}
 	validator := func(h http.Header) string { return h.Get("ETag") + "|" + h.Get("Last-Modified") }
 

@@ -132,15 +132,21 @@ func realGlanceURL(t testing.TB) string {
 	return sharedGlance.url
 }
 
-// uploaded creates an active image holding data.
+// uploaded creates an active image holding data, deleted when t ends.
 func uploaded(t testing.TB, c *Client, name string, data []byte, size int64) Image {
+	t.Helper()
+	return uploadedFor(t, t, c, name, data, size)
+}
+
+// uploadedFor is uploaded with the image deleted when owner ends.
+func uploadedFor(t, owner testing.TB, c *Client, name string, data []byte, size int64) Image {
 	t.Helper()
 	ctx := context.Background()
 	img, err := c.Create(ctx, CreateOpts{Name: name, DiskFormat: "raw", ContainerFormat: "bare"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Delete(context.Background(), img.ID) })
+	owner.Cleanup(func() { c.Delete(context.Background(), img.ID) })
 	if err := c.Upload(ctx, img.ID, bytes.NewReader(data), size); err != nil {
 		t.Fatal(err)
 	}
@@ -257,6 +263,7 @@ func TestRealGlanceConformance(t *testing.T) {
 	c := newTestClient(t, Config{URL: url, MinRangeSize: 256 << 10})
 	var mu sync.Mutex
 	images := map[string]Image{}
+	owner := t
 	cachetest.Run(t, func(t *testing.T, data []byte) cache.BlockSource {
 		sum := md5.Sum(data)
 		key := string(sum[:])
@@ -264,7 +271,7 @@ func TestRealGlanceConformance(t *testing.T) {
 		img, ok := images[key]
 		mu.Unlock()
 		if !ok {
-			img = uploaded(t, c, "conf", data, int64(len(data)))
+			img = uploadedFor(t, owner, c, "conf", data, int64(len(data)))
 			mu.Lock()
 			images[key] = img
 			mu.Unlock()
