@@ -133,6 +133,13 @@ func startGlance(t testing.TB, cfg harness.GlanceConfig) *harness.Glance {
 	g, err := harness.StartGlance(context.Background(), cfg)
 	g = glanceOrSkip(t, g, err)
 	t.Cleanup(func() {
+		if t.Failed() {
+			for _, name := range []string{"glance-api.log", "keystone.log"} {
+				if b, err := os.ReadFile(filepath.Join(g.StateDir(), name)); err == nil {
+					t.Logf("%s (tail):\n%s", name, tailString(string(b), 4000))
+				}
+			}
+		}
 		if err := g.Stop(); err != nil {
 			t.Errorf("stop glance: %v", err)
 		}
