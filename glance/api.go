@@ -10,7 +10,8 @@
 // GB/s, so a Source keeps a few response bodies open between ReadAt calls,
 // keyed by the offset they will deliver next. A read that continues where a
 // body stands costs a memcpy; a read elsewhere opens a ranged GET whose
-// window doubles while the reader stays sequential. Stores that cannot serve
+// window grows fourfold while the reader stays sequential, so a sequential
+// reader soon reads one stream to the end of the image. Stores that cannot serve
 // ranges (400 to a ranged GET, or 200 with the whole body) are read through
 // one sequential stream from offset 0.
 //

@@ -62,6 +62,9 @@ func (t readTuning) withDefaults() readTuning {
 // request about 10 ms.
 const skipLimit = 2 << 20
 
+// growth is how much a sequential reader's next window grows.
+const growth = 4
+
 // endMarks is how many recent stream ends are remembered to recognise a
 // sequential reader that outran its window.
 const endMarks = 8
@@ -239,14 +242,16 @@ func (f *fetcher) readOnce(ctx context.Context, p []byte, off int64) (int, error
 }
 
 // window is the length of a new ranged GET at off: at least the read and
-// MinRangeSize, and twice the last window if a body ended right at off
-// (the reader is sequential and outran it), up to the end of the file.
+// MinRangeSize, and four times the last window if a body ended right at
+// off (the reader is sequential and outran it), up to the end of the file.
+// Growing fourfold reaches the end of a 256 MiB image in 4 requests
+// (doubling took 7, measurably slower against a real Glance).
 func (f *fetcher) window(off int64, n int) int64 {
 	w := max(int64(n), f.cfg.tune.MinRangeSize)
 	f.mu.Lock()
 	for _, m := range f.ends {
 		if m.off == off && m.window > 0 {
-			w = max(w, 2*m.window)
+			w = max(w, growth*m.window)
 		}
 	}
 	f.mu.Unlock()
