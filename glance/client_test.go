@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -376,5 +377,56 @@ func TestUploadKeystone(t *testing.T) {
 	g.mu.Unlock()
 	if putsAfter-putsBefore != 1 {
 		t.Errorf("%d PUTs, want exactly 1 (never re-sent with an empty body)", putsAfter-putsBefore)
+	}
+}
+
+// Many readers hit the expired token at once: one re-authentication
+// serves them all.
+func TestKeystoneConcurrentReauthOnce(t *testing.T) {
+	g := newFakeGlance(t)
+	data := randomBytes(8<<20, 24)
+	img := g.add("x", data)
+	k := newFakeKeystone(t, g, "pw", time.Hour)
+	cfg := fastConfig(g.srv.URL)
+	cfg.Auth = Auth{Type: AuthKeystone, AuthURL: k.srv.URL, Username: "admin", Password: "pw", Project: "admin"}
+	c, err := New(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.allowToken(k.lastToken(), false)
+	src := c.Source("d", img)
+	closeSource(t, src)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			off := int64(i) << 20
+			p := make([]byte, 100000)
+			if _, err := src.ReadAt(context.Background(), p, off); err != nil || !bytes.Equal(p, data[off:off+int64(len(p))]) {
+				t.Errorf("read at %d: %v", off, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := k.auths.Load(); n != 2 {
+		t.Errorf("%d authentications for 8 readers after one expiry, want 2", n)
+	}
+}
+
+func TestNoRetries(t *testing.T) {
+	g := newFakeGlance(t)
+	fault, hits := faultN(1, func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "busy", http.StatusServiceUnavailable)
+	})
+	g.setFault(fault)
+	cfg := fastConfig(g.srv.URL)
+	cfg.Retries = -1
+	src := newTestClient(t, cfg).Source("d", g.add("x", randomBytes(1000, 25)))
+	closeSource(t, src)
+	_, err := src.ReadAt(context.Background(), make([]byte, 10), 0)
+	var he *HTTPError
+	if !errors.As(err, &he) || he.Status != http.StatusServiceUnavailable || hits.Load() != 1 {
+		t.Errorf("Retries -1: err %v after %d attempts, want the 503 after 1", err, hits.Load())
 	}
 }
