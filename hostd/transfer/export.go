@@ -83,9 +83,9 @@ func (e *Engine) Export(ctx context.Context, spec ExportSpec) (res ExportResult,
 
 	switch {
 	case spec.Glance != nil && spec.Name != "":
-		img, err := spec.Glance.Create(ctx, glance.CreateOpts{Name: spec.Name, DiskFormat: df, ContainerFormat: "bare"})
-		if err != nil {
-			return res, fmt.Errorf("transfer: export %s: create image %q: %w", spec.What, spec.Name, err)
+		img, cerr := spec.Glance.Create(ctx, glance.CreateOpts{Name: spec.Name, DiskFormat: df, ContainerFormat: "bare"})
+		if cerr != nil {
+			return res, fmt.Errorf("transfer: export %s: create image %q: %w", spec.What, spec.Name, cerr)
 		}
 		res.ImageID = img.ID
 		defer func() {
