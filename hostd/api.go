@@ -62,6 +62,42 @@ func (d *Daemon) handler() http.Handler {
 	mux.HandleFunc("GET /v1/nbd/exports", d.api(http.StatusOK, func(r *http.Request) (any, error) {
 		return d.Exports(r.Context()), nil
 	}))
+	mux.HandleFunc("POST /v1/importImage", d.api(http.StatusAccepted, func(r *http.Request) (any, error) {
+		var req ImportRequest
+		if err := decodeBody(r, &req); err != nil {
+			return nil, err
+		}
+		j, err := d.StartImport(r.Context(), req)
+		return JobAnswer{Job: j}, err
+	}))
+	mux.HandleFunc("POST /v1/exportImage", d.api(http.StatusAccepted, func(r *http.Request) (any, error) {
+		var req ExportRequest
+		if err := decodeBody(r, &req); err != nil {
+			return nil, err
+		}
+		j, err := d.StartExport(r.Context(), req)
+		return JobAnswer{Job: j}, err
+	}))
+	mux.HandleFunc("GET /v1/jobs", d.api(http.StatusOK, func(r *http.Request) (any, error) {
+		return d.Jobs(), nil
+	}))
+	mux.HandleFunc("GET /v1/jobs/{id}", d.api(http.StatusOK, func(r *http.Request) (any, error) {
+		return d.Job(r.PathValue("id"))
+	}))
+	mux.HandleFunc("POST /v1/jobs/{id}/cancel", d.api(http.StatusOK, func(r *http.Request) (any, error) {
+		return d.CancelJob(r.Context(), r.PathValue("id"))
+	}))
+	mux.HandleFunc("GET /v1/jobs/{id}/wait", d.api(http.StatusOK, func(r *http.Request) (any, error) {
+		timeout := 30 * time.Second
+		if s := r.URL.Query().Get("timeout"); s != "" {
+			t, err := time.ParseDuration(s)
+			if err != nil || t < 0 {
+				return nil, badRequest("invalid timeout=%q: want a duration such as 30s (at most %s)", s, maxWait)
+			}
+			timeout = t
+		}
+		return d.WaitJob(r.Context(), r.PathValue("id"), timeout)
+	}))
 	mux.HandleFunc("/", d.api(0, func(r *http.Request) (any, error) {
 		return nil, notFound("no route %s %s", r.Method, r.URL.Path)
 	}))

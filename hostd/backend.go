@@ -2,6 +2,7 @@ package hostd
 
 import (
 	"context"
+	"io"
 	"log/slog"
 
 	"github.com/glancegw/glancegw/cache"
@@ -35,3 +36,15 @@ func (g glanceBackend) Get(ctx context.Context, id string) (glance.Image, error)
 func (g glanceBackend) Source(domain string, img glance.Image) cache.BlockSource {
 	return g.c.Source(domain, img)
 }
+
+// The methods export needs (transfer.Glance).
+
+func (g glanceBackend) Create(ctx context.Context, opts glance.CreateOpts) (glance.Image, error) {
+	return g.c.Create(ctx, opts)
+}
+
+func (g glanceBackend) Upload(ctx context.Context, id string, r io.Reader, size int64) error {
+	return g.c.Upload(ctx, id, r, size)
+}
+
+func (g glanceBackend) Delete(ctx context.Context, id string) error { return g.c.Delete(ctx, id) }

@@ -166,3 +166,42 @@ func (c *Client) Exports(ctx context.Context) ([]Export, error) {
 	var out []Export
 	return out, c.do(ctx, http.MethodGet, "/v1/nbd/exports", nil, &out)
 }
+
+// Import starts an import job (importImage).
+func (c *Client) Import(ctx context.Context, req ImportRequest) (Job, error) {
+	var out JobAnswer
+	return out.Job, c.do(ctx, http.MethodPost, "/v1/importImage", req, &out)
+}
+
+// Export starts an export job (exportImage).
+func (c *Client) Export(ctx context.Context, req ExportRequest) (Job, error) {
+	var out JobAnswer
+	return out.Job, c.do(ctx, http.MethodPost, "/v1/exportImage", req, &out)
+}
+
+// Jobs lists the jobs, oldest first.
+func (c *Client) Jobs(ctx context.Context) ([]Job, error) {
+	var out []Job
+	return out, c.do(ctx, http.MethodGet, "/v1/jobs", nil, &out)
+}
+
+func jobPath(id string) string { return "/v1/jobs/" + url.PathEscape(id) }
+
+// Job returns job id.
+func (c *Client) Job(ctx context.Context, id string) (Job, error) {
+	var out Job
+	return out, c.do(ctx, http.MethodGet, jobPath(id), nil, &out)
+}
+
+// CancelJob cancels job id; the answer comes once it stopped (or after 10s).
+func (c *Client) CancelJob(ctx context.Context, id string) (Job, error) {
+	var out Job
+	return out, c.do(ctx, http.MethodPost, jobPath(id)+"/cancel", nil, &out)
+}
+
+// WaitJob returns job id once it is done or after timeout (the daemon caps
+// it at one minute); callers loop until Job.Done.
+func (c *Client) WaitJob(ctx context.Context, id string, timeout time.Duration) (Job, error) {
+	var out Job
+	return out, c.do(ctx, http.MethodGet, jobPath(id)+"/wait?timeout="+url.QueryEscape(timeout.String()), nil, &out)
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/glancegw/glancegw/glance"
+	"github.com/glancegw/glancegw/hostd/transfer"
 )
 
 // Defaults of Config, applied by New.
@@ -43,6 +44,11 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// FUSEDebug turns on go-fuse's debug log.
 	FUSEDebug bool
+	// MaxJobs bounds the import/export jobs running at once (default 2);
+	// more wait queued.
+	MaxJobs int
+	// Transfer tunes the copy engine.
+	Transfer transfer.Config
 
 	// connect builds a domain's Glance client; tests replace it.
 	connect connectFunc
@@ -75,6 +81,9 @@ func (c *Config) applyDefaults() error {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.MaxJobs <= 0 {
+		c.MaxJobs = 2
 	}
 	if c.connect == nil {
 		c.connect = connectGlance

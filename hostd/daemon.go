@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/glancegw/glancegw/cache"
+	"github.com/glancegw/glancegw/hostd/transfer"
 	"github.com/glancegw/glancegw/nbd"
 )
 
@@ -40,6 +41,10 @@ type Daemon struct {
 	// Set by Run before anything is served.
 	life  context.Context // the daemon's lifetime, outlives Run's ctx during shutdown
 	cache *cache.Cache
+
+	jobs        *jobManager
+	jobsChanged bool // jobs were marked interrupted at load
+	engine      *transfer.Engine
 }
 
 // New checks cfg, applies its defaults and loads the recorded domains.
@@ -51,6 +56,13 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{cfg: cfg, log: log, store: store{dir: cfg.StateDir}, now: time.Now}
+	d.engine = transfer.New(cfg.Transfer, log.With("component", "transfer"))
+	d.jobs = newJobManager(jobsPath(cfg.StateDir), cfg.MaxJobs, log.With("component", "jobs"), d.now)
+	changed, err := d.jobs.load()
+	if err != nil {
+		return nil, err
+	}
+	d.jobsChanged = changed
 	recs, err := d.store.load()
 	if err != nil {
 		return nil, err
@@ -142,6 +154,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	d.restoreMounts()
+	d.recoverJobs()
+	d.jobs.begin(life)
 
 	api := &http.Server{
 		Handler:           d.handler(),
@@ -172,6 +186,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := nbdSrv.Shutdown(sctx); err != nil {
 		d.log.Warn("nbd shutdown", "err", err)
 	}
+	d.jobs.shutdown(sctx)
 	for _, l := range listeners {
 		l.Close()
 	}
@@ -180,6 +195,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Wait()
 	d.log.Info("stopped")
 	return runErr
+}
+
+// recoverJobs records jobs a stopped daemon left as interrupted and removes
+// the temporary files of their imports.
+func (d *Daemon) recoverJobs() {
+	if d.jobsChanged {
+		d.jobs.save()
+	}
+	removed, err := transfer.RemoveTemps(d.cfg.RepoRoot)
+	for _, p := range removed {
+		d.log.Info("removed the temporary file of an interrupted import", "path", p)
+	}
+	if err != nil {
+		d.log.Warn("removing temporary files of interrupted imports", "err", err)
+	}
 }
 
 // listenUnix listens on a unix socket at path with mode, refusing when

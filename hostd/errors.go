@@ -3,6 +3,8 @@ package hostd
 import (
 	"errors"
 	"fmt"
+
+	"github.com/glancegw/glancegw/hostd/transfer"
 )
 
 // Kinds of failure the API distinguishes. Handlers and the daemon wrap them
@@ -78,11 +80,11 @@ const (
 // place where domain errors meet HTTP.
 func classify(err error) (int, string) {
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, transfer.ErrNoVolume):
 		return 404, CodeNotFound
-	case errors.Is(err, ErrConflict):
+	case errors.Is(err, ErrConflict), errors.Is(err, transfer.ErrExists):
 		return 409, CodeConflict
-	case errors.Is(err, ErrBadRequest):
+	case errors.Is(err, ErrBadRequest), errors.Is(err, transfer.ErrInvalid):
 		return 400, CodeBadRequest
 	case errors.Is(err, ErrUnavailable):
 		return 503, CodeUnavailable

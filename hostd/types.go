@@ -116,3 +116,86 @@ type errorBody struct {
 	Error string `json:"error"`
 	Code  string `json:"code"`
 }
+
+// TransferInfo is importInfo or exportInfo of the VDSM verbs: method "http"
+// with url and headers, or (exportInfo only) domain and name to create a new
+// image in an attached domain. Headers travel only inward: they are used for
+// the transfer and never stored, logged or sent back.
+type TransferInfo struct {
+	Method  string            `json:"method,omitempty"`
+	URL     string            `json:"url,omitempty"`
+	Headers map[string]string `json:"headers,omitempty"`
+	Domain  string            `json:"domain,omitempty"`
+	Name    string            `json:"name,omitempty"`
+}
+
+// ImportRequest is the body of POST /v1/importImage.
+type ImportRequest struct {
+	SPUUID     string       `json:"spUUID"`
+	SDUUID     string       `json:"sdUUID"`
+	ImgUUID    string       `json:"imgUUID"`
+	VolUUID    string       `json:"volUUID"`
+	ImportInfo TransferInfo `json:"importInfo"`
+	Overwrite  bool         `json:"overwrite,omitempty"`
+}
+
+// ExportRequest is the body of POST /v1/exportImage.
+type ExportRequest struct {
+	SPUUID     string       `json:"spUUID"`
+	SDUUID     string       `json:"sdUUID"`
+	ImgUUID    string       `json:"imgUUID"`
+	VolUUID    string       `json:"volUUID"`
+	ExportInfo TransferInfo `json:"exportInfo"`
+}
+
+// Job kinds and states.
+const (
+	JobImport = "import"
+	JobExport = "export"
+
+	JobQueued      = "queued"
+	JobRunning     = "running"
+	JobSucceeded   = "succeeded"
+	JobFailed      = "failed"
+	JobCancelled   = "cancelled"
+	JobInterrupted = "interrupted" // the daemon stopped during the job
+)
+
+// Job is one import or export as the API shows it. Source and Target carry
+// no credentials.
+type Job struct {
+	ID         string     `json:"id"`
+	Kind       string     `json:"kind"`
+	State      string     `json:"state"`
+	BytesDone  int64      `json:"bytes_done"`
+	BytesTotal int64      `json:"bytes_total"`
+	Rate       float64    `json:"rate"` // bytes/s since the job started
+	Error      string     `json:"error,omitempty"`
+	Created    time.Time  `json:"created"`
+	Started    *time.Time `json:"started,omitempty"`
+	Ended      *time.Time `json:"ended,omitempty"`
+	Volume     string     `json:"volume"`
+	Source     string     `json:"source,omitempty"`
+	Target     string     `json:"target,omitempty"`
+	// Filled as the job learns them.
+	Format      string `json:"format,omitempty"`
+	VirtualSize int64  `json:"virtual_size,omitempty"`
+	Checksum    string `json:"checksum,omitempty"` // algo:hex of the bytes moved
+	Verified    bool   `json:"verified"`
+	Note        string `json:"note,omitempty"`
+	ImageID     string `json:"image_id,omitempty"` // export: the Glance image
+}
+
+// Done reports whether the job reached a final state.
+func (j Job) Done() bool {
+	switch j.State {
+	case JobSucceeded, JobFailed, JobCancelled, JobInterrupted:
+		return true
+	}
+	return false
+}
+
+// JobAnswer is the answer of POST /v1/importImage and /v1/exportImage.
+type JobAnswer struct {
+	Job Job `json:"job"`
+}

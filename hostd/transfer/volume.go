@@ -79,6 +79,11 @@ func (v Volume) MetaPath() string { return v.Path() + ".meta" }
 // O_NOFOLLOW, creating missing ones when create is set. The caller closes
 // the descriptor.
 func (v Volume) openDir(create bool) (int, error) {
+	if create {
+		if err := os.MkdirAll(v.Root, 0o755); err != nil {
+			return -1, fmt.Errorf("transfer: create repository root: %w", err)
+		}
+	}
 	fd, err := unix.Open(v.Root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) && !create {
