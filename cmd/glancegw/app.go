@@ -22,6 +22,8 @@ type env struct {
 	serve func(ctx context.Context, cfg hostd.Config, log *slog.Logger) error
 	// client reaches the daemon at socket.
 	client func(socket string) *hostd.Client
+	// terminal reports whether w is a terminal (nil: check the file).
+	terminal func(w io.Writer) bool
 }
 
 func defaultEnv() *env {
@@ -82,6 +84,9 @@ the environment (GLANCEGW_PASSWORD, GLANCEGW_TOKEN).
 			e.serveCommand(),
 			e.domainCommand(),
 			e.imageCommand(),
+			e.importCommand(),
+			e.exportCommand(),
+			e.jobCommand(),
 			e.mountCommand(),
 			e.unmountCommand(),
 			e.nbdCommand(),

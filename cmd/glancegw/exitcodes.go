@@ -10,13 +10,14 @@ import (
 // Exit codes. They are stable: scripts depend on them. Keep exitCodesHelp
 // in step.
 const (
-	exitOK          = 0 // success
-	exitError       = 1 // any other error
-	exitUsage       = 2 // usage error or bad input
-	exitUnreachable = 3 // the daemon is not reachable
-	exitNotFound    = 4 // not found (domain, image)
-	exitConflict    = 5 // conflict (already exists, already mounted)
-	exitBackend     = 6 // backend (Glance) unavailable
+	exitOK          = 0   // success
+	exitError       = 1   // any other error
+	exitUsage       = 2   // usage error or bad input
+	exitUnreachable = 3   // the daemon is not reachable
+	exitNotFound    = 4   // not found (domain, image)
+	exitConflict    = 5   // conflict (already exists, already mounted)
+	exitBackend     = 6   // backend (Glance) unavailable
+	exitCancelled   = 130 // a waited-for job was cancelled (as after SIGINT)
 )
 
 const exitCodesHelp = `Exit codes:
@@ -26,7 +27,9 @@ const exitCodesHelp = `Exit codes:
      3  the daemon is not reachable
      4  not found (domain, image)
      5  conflict (already exists, already mounted)
-     6  backend (Glance) unavailable`
+     6  backend (Glance) unavailable
+   130  a job waited for (--wait, job wait) was cancelled; a failed or
+        interrupted job gives 1`
 
 // usageError is a command line the CLI cannot run: unknown flag, missing
 // argument, bad value.
@@ -39,9 +42,12 @@ func (e usageError) Unwrap() error { return e.err }
 func exitCode(err error) int {
 	var ue usageError
 	var ec cli.ExitCoder
+	var je jobError
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &je):
+		return je.exitCode()
 	case errors.As(err, &ue), errors.Is(err, hostd.ErrBadRequest):
 		return exitUsage
 	case errors.Is(err, hostd.ErrDaemonUnreachable):
