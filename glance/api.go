@@ -61,6 +61,9 @@ type Config struct {
 	StreamIdleTime time.Duration // an unused open body is closed after this (default 30s)
 	MinRangeSize   int64         // smallest ranged GET (default 4 MiB)
 	PageSize       int           // images per list request (default 100)
+	// UploadFinishTimeout bounds the wait for Glance's answer once the
+	// last byte of an upload is sent (default 5m: the store may flush).
+	UploadFinishTimeout time.Duration
 }
 
 // Image is one Glance image record.

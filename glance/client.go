@@ -22,6 +22,8 @@ import (
 type Client struct {
 	base         string // endpoint without a trailing slash, e.g. http://h:9292
 	hc           *http.Client
+	uploadHC     *http.Client // no response-header timeout; see uploadBody
+	uploadFinish time.Duration
 	sc           *gophercloud.ServiceClient
 	auth         authorizer
 	unauthorized error // what a 401 means for this auth type
@@ -72,7 +74,18 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Client, error) {
 		return nil, err
 	}
 
-	c := &Client{hc: hc, tune: tune, pageSize: cfg.PageSize, idleTimeout: tune.IdleTimeout, log: log}
+	uploadHC, err := newHTTPClient(transportConfig{
+		CAFile: cfg.CAFile, Insecure: cfg.Insecure,
+		RequestTimeout: tune.RequestTimeout, IdleTimeout: tune.IdleTimeout, NoHeaderTimeout: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.UploadFinishTimeout <= 0 {
+		cfg.UploadFinishTimeout = 5 * time.Minute
+	}
+	c := &Client{hc: hc, uploadHC: uploadHC, uploadFinish: cfg.UploadFinishTimeout,
+		tune: tune, pageSize: cfg.PageSize, idleTimeout: tune.IdleTimeout, log: log}
 	var pc *gophercloud.ProviderClient
 	switch cfg.Auth.Type {
 	case AuthKeystone:

@@ -430,3 +430,63 @@ func TestNoRetries(t *testing.T) {
 		t.Errorf("Retries -1: err %v after %d attempts, want the 503 after 1", err, hits.Load())
 	}
 }
+
+// Glance takes the whole body and then never answers: bounded by
+// UploadFinishTimeout, not by RequestTimeout and not forever.
+func TestUploadNoAnswerBounded(t *testing.T) {
+	g := newFakeGlance(t)
+	release := make(chan struct{})
+	defer close(release)
+	g.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodPut {
+			return false
+		}
+		io.Copy(io.Discard, r.Body)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		return true
+	})
+	cfg := fastConfig(g.srv.URL)
+	cfg.RequestTimeout = 100 * time.Millisecond // must not apply to the answer of an upload
+	cfg.UploadFinishTimeout = 600 * time.Millisecond
+	c := newTestClient(t, cfg)
+	img, err := c.Create(context.Background(), CreateOpts{Name: "x", DiskFormat: "raw", ContainerFormat: "bare"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int64{0, 100000, -1} {
+		start := time.Now()
+		err = c.Upload(context.Background(), img.ID, bytes.NewReader(make([]byte, max(size, 5000))), size)
+		took := time.Since(start)
+		if !errors.Is(err, ErrNoAnswer) {
+			t.Fatalf("size %d: err = %v, want ErrNoAnswer", size, err)
+		}
+		if took < 500*time.Millisecond || took > 3*time.Second {
+			t.Errorf("size %d: took %v, want about 600ms", size, took)
+		}
+	}
+}
+
+// A reader longer than the declared size sends exactly size bytes.
+func TestUploadSendsExactlySize(t *testing.T) {
+	g := newFakeGlance(t)
+	c := newTestClient(t, fastConfig(g.srv.URL))
+	img, err := c.Create(context.Background(), CreateOpts{Name: "x", DiskFormat: "raw", ContainerFormat: "bare"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Upload(context.Background(), img.ID, infiniteReader{}, 12345); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Get(context.Background(), img.ID)
+	if err != nil || got.Size != 12345 {
+		t.Errorf("uploaded size %d (%v), want 12345", got.Size, err)
+	}
+	// A reader shorter than the declared size fails.
+	img2, _ := c.Create(context.Background(), CreateOpts{Name: "y", DiskFormat: "raw", ContainerFormat: "bare"})
+	if err := c.Upload(context.Background(), img2.ID, bytes.NewReader(make([]byte, 10)), 20); err == nil {
+		t.Error("an upload shorter than its size succeeded")
+	}
+}

@@ -34,6 +34,9 @@ var (
 	ErrSizeMismatch = errors.New("size differs from the image record")
 	// ErrIdleTimeout means a body delivered no byte for the idle timeout.
 	ErrIdleTimeout error = timeoutError("body stalled longer than the idle timeout")
+	// ErrNoAnswer means Glance did not answer an upload within
+	// UploadFinishTimeout after its last byte.
+	ErrNoAnswer error = timeoutError("no answer within the upload finish timeout")
 	// ErrUnknownSize means an HTTP source told neither Content-Range total
 	// nor Content-Length; give the size in the config.
 	ErrUnknownSize = errors.New("size unknown: no Content-Range total and no Content-Length")

@@ -20,6 +20,9 @@ type transportConfig struct {
 	Insecure       bool
 	RequestTimeout time.Duration // dial, TLS handshake and response headers
 	IdleTimeout    time.Duration // longest stall inside a body
+	// NoHeaderTimeout leaves the wait for response headers to the caller
+	// (uploads: Glance answers only after storing the last byte).
+	NoHeaderTimeout bool
 }
 
 // newHTTPClient builds a client whose every wait is bounded: dialing, TLS,
@@ -57,6 +60,9 @@ func newHTTPClient(cfg transportConfig) (*http.Client, error) {
 		// Image bytes are usually incompressible; gzip would also hide
 		// Content-Length and Content-Range.
 		DisableCompression: true,
+	}
+	if cfg.NoHeaderTimeout {
+		tr.ResponseHeaderTimeout = 0
 	}
 	return &http.Client{
 		Transport:     &watchdog{base: tr, idle: cfg.IdleTimeout},

@@ -19,6 +19,11 @@ func (c *Client) Upload(ctx context.Context, id string, r io.Reader, size int64)
 	if err := checkID(id); err != nil {
 		return err
 	}
+	if size > 0 {
+		// Send exactly size bytes, and never wait on the producer for an
+		// EOF after them.
+		r = io.LimitReader(r, size)
+	}
 	op := "glance: upload image " + id
 	for attempt := 0; ; attempt++ {
 		tok, err := c.auth.token(ctx, tokenMargin)
@@ -55,16 +60,15 @@ func (c *Client) Upload(ctx context.Context, id string, r io.Reader, size int64)
 }
 
 func (c *Client) putFile(ctx context.Context, id, tok string, body *uploadBody, size int64) (*http.Response, error) {
-	// Cancel the request when the server stops taking bytes: the transport
-	// only bounds the wait for response headers once the body is sent.
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	body.watch(c.idleTimeout, cancel)
+	body.watch(c.idleTimeout, c.uploadFinish, cancel)
 	defer body.stop()
 
 	var rd io.Reader = body
 	if size == 0 {
 		rd = http.NoBody // a 0 length with a non-nil body would mean "unknown"
+		body.finished()
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.FileURL(id), rd)
 	if err != nil {
@@ -79,43 +83,56 @@ func (c *Client) putFile(ctx context.Context, id, tok string, body *uploadBody, 
 	if tok != "" {
 		req.Header.Set("X-Auth-Token", tok)
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := c.uploadHC.Do(req)
 	if err != nil {
-		if cause := context.Cause(ctx); errors.Is(cause, ErrIdleTimeout) {
-			return nil, fmt.Errorf("server took no bytes: %w", cause)
+		if cause := context.Cause(ctx); errors.Is(cause, ErrIdleTimeout) || errors.Is(cause, ErrNoAnswer) {
+			return nil, cause
 		}
 		return nil, err
 	}
 	return resp, nil
 }
 
-// uploadBody counts what the transport took from r, and runs a timer
-// between the transport's reads: if it stops asking for bytes (the server
-// stopped reading) for the idle time, the upload is cancelled. The time
-// spent inside r.Read is the producer's, not the server's, and not counted.
+// uploadBody counts what the transport took from r and bounds every wait
+// of an upload: between the transport's reads a timer runs, so a server
+// that stops taking bytes for the idle time cancels the upload (time spent
+// inside r.Read is the producer's and not counted); after the last byte,
+// the wait for Glance's answer is bounded by finish.
 type uploadBody struct {
-	r     io.Reader
-	n     atomic.Int64
-	idle  time.Duration
-	timer *time.Timer
+	r      io.Reader
+	n      atomic.Int64
+	idle   time.Duration
+	finish time.Duration
+	cause  atomic.Value // error the timer cancels with
+	timer  *time.Timer
 }
 
 // watch arms nothing yet: until the first Read returns, dialing and the
 // TLS handshake are bounded by the transport.
-func (b *uploadBody) watch(idle time.Duration, cancel context.CancelCauseFunc) {
-	b.idle = idle
-	b.timer = time.AfterFunc(time.Hour, func() { cancel(ErrIdleTimeout) })
+func (b *uploadBody) watch(idle, finish time.Duration, cancel context.CancelCauseFunc) {
+	b.idle, b.finish = idle, finish
+	b.cause.Store(ErrIdleTimeout)
+	b.timer = time.AfterFunc(time.Hour, func() { cancel(b.cause.Load().(error)) })
 	b.timer.Stop()
 }
 
 func (b *uploadBody) stop() { b.timer.Stop() }
 
+// finished switches the timer to the wait for the answer.
+func (b *uploadBody) finished() {
+	b.cause.Store(ErrNoAnswer)
+	b.timer.Reset(b.finish)
+}
+
 func (b *uploadBody) Read(p []byte) (int, error) {
 	b.timer.Stop()
 	n, err := b.r.Read(p)
 	b.n.Add(int64(n))
-	if err == nil {
+	switch {
+	case err == nil:
 		b.timer.Reset(b.idle)
+	case errors.Is(err, io.EOF):
+		b.finished()
 	}
 	return n, err
 }
