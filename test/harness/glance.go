@@ -24,10 +24,10 @@ var ErrGlanceMissing = errors.New("harness: glance-api/keystone not installed (r
 
 // Keystone credentials start.sh sets up (test-only defaults).
 const (
-	KeystoneAdminUser     = "admin"
-	KeystoneAdminProject  = "admin"
-	KeystoneAdminPassword = "admin-secret"
-	KeystoneDomain        = "Default"
+	KeystoneAdminUser            = "admin"
+	KeystoneAdminProject         = "admin"
+	DefaultKeystoneAdminPassword = "admin-secret"
+	KeystoneDomain               = "Default"
 )
 
 // GlanceConfig says which Glance to start. Zero values take defaults.
@@ -36,6 +36,7 @@ type GlanceConfig struct {
 	Port            int           // glance-api port (default 9292)
 	KeystonePort    int           // keystone port (default 5000)
 	TokenExpiration time.Duration // keystone token lifetime (default: start.sh's 3600 s)
+	AdminPassword   string        // keystone user admin's password (default DefaultKeystoneAdminPassword)
 	StateDir        string        // required: absent or empty
 	ScriptDir       string        // test/glance (default: found from the repository root)
 	StartTimeout    time.Duration // wait for each service to answer (default 180 s); start.sh as a whole gets 3x
@@ -70,6 +71,9 @@ func StartGlance(ctx context.Context, cfg GlanceConfig) (*Glance, error) {
 	if cfg.StartTimeout == 0 {
 		cfg.StartTimeout = 180 * time.Second
 	}
+	if cfg.AdminPassword == "" {
+		cfg.AdminPassword = DefaultKeystoneAdminPassword
+	}
 	if cfg.StateDir == "" {
 		return nil, errors.New("harness: GlanceConfig.StateDir is required")
 	}
@@ -93,6 +97,7 @@ func StartGlance(ctx context.Context, cfg GlanceConfig) (*Glance, error) {
 		"GLANCE_PORT="+strconv.Itoa(cfg.Port),
 		"KEYSTONE_PORT="+strconv.Itoa(cfg.KeystonePort),
 		"GLANCE_START_TIMEOUT="+strconv.Itoa(int(cfg.StartTimeout/time.Second)),
+		"KEYSTONE_ADMIN_PASSWORD="+cfg.AdminPassword,
 	)
 	if cfg.TokenExpiration > 0 {
 		env = append(env, "KEYSTONE_TOKEN_EXPIRATION="+strconv.Itoa(int(cfg.TokenExpiration/time.Second)))
@@ -216,7 +221,7 @@ func (g *Glance) Token(ctx context.Context) (string, error) {
 		return g.token, nil
 	}
 	body := fmt.Sprintf(`{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":%q,"domain":{"name":%q},"password":%q}}},"scope":{"project":{"name":%q,"domain":{"name":%q}}}}}`,
-		KeystoneAdminUser, KeystoneDomain, KeystoneAdminPassword, KeystoneAdminProject, KeystoneDomain)
+		KeystoneAdminUser, KeystoneDomain, g.cfg.AdminPassword, KeystoneAdminProject, KeystoneDomain)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.KeystoneURL+"/v3/auth/tokens", strings.NewReader(body))
 	if err != nil {
 		return "", err
