@@ -1,0 +1,224 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"crypto/sha512"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/glancegw/glancegw/test/harness"
+)
+
+// The transfer tests run their own Glance on ports of their own, so they do
+// not wait for or disturb the shared one.
+const transferGlancePort = 9720
+
+// job is the part of a job's JSON the tests look at.
+type job struct {
+	ID         string `json:"id"`
+	State      string `json:"state"`
+	BytesDone  int64  `json:"bytes_done"`
+	BytesTotal int64  `json:"bytes_total"`
+	Error      string `json:"error"`
+	Verified   bool   `json:"verified"`
+	ImageID    string `json:"image_id"`
+	Format     string `json:"format"`
+	Note       string `json:"note"`
+	Source     string `json:"source"`
+}
+
+type volume struct{ sp, sd, img, vol string }
+
+func newVolume() volume { return volume{uuidString(), uuidString(), uuidString(), uuidString()} }
+
+func (v volume) args() []string {
+	return []string{"--sp", v.sp, "--sd", v.sd, "--img", v.img, "--vol", v.vol}
+}
+
+func (v volume) path(d *harness.Daemon) string {
+	return filepath.Join(d.RepoRoot, v.sp, v.sd, "images", v.img, v.vol)
+}
+
+// runJob runs an import/export with --wait --json and decodes the job.
+func runJob(t *testing.T, d *harness.Daemon, args ...string) (job, harness.Result) {
+	t.Helper()
+	r := cli(t, d, append(args, "--wait", "--json")...)
+	var j job
+	if err := json.Unmarshal([]byte(r.Stdout), &j); err != nil {
+		t.Fatalf("%s: decode job: %v", r, err)
+	}
+	return j, r
+}
+
+func hexMD5(b []byte) string    { s := md5.Sum(b); return hex.EncodeToString(s[:]) }
+func hexSHA512(b []byte) string { s := sha512.Sum512(b); return hex.EncodeToString(s[:]) }
+
+// TestTransferRoundTrip exports a raw and a qcow2 volume to a real Glance,
+// checks Glance's checksums, imports both back (through the attached domain
+// and as a plain http URL) and compares bytes; the mostly-zero raw volume
+// comes back sparse.
+func TestTransferRoundTrip(t *testing.T) {
+	t.Parallel()
+	requireTools(t, "qemu-img", "qemu-io")
+	g := startGlance(t, harness.GlanceConfig{Port: transferGlancePort, KeystonePort: transferGlancePort - 4000})
+	d := startDaemon(t, newDir(t, "xfer"))
+	mustCLI(t, d, "domain", "add", "g", "--url", g.URL)
+
+	// A raw volume: 4 MiB of data, then 28 MiB of zeros, then a tail.
+	raw := make([]byte, 32<<20+4096)
+	copy(raw, harness.RandomBytes(11, 4<<20))
+	copy(raw[32<<20:], harness.RandomBytes(12, 4096))
+	rawVol := newVolume()
+	writeVolume(t, d, rawVol, raw)
+
+	// A qcow2 volume made by qemu-img.
+	qdir := t.TempDir()
+	qpath := filepath.Join(qdir, "q.qcow2")
+	for _, c := range [][]string{{"qemu-img", "create", "-f", "qcow2", qpath, "256M"}, {"qemu-io", "-c", "write -P 0xab 1M 3M", qpath}} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", c, err, out)
+		}
+	}
+	qcow, err := os.ReadFile(qpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qVol := newVolume()
+	writeVolume(t, d, qVol, qcow)
+
+	for _, tc := range []struct {
+		name   string
+		vol    volume
+		data   []byte
+		format string
+	}{{"raw", rawVol, raw, "raw"}, {"qcow2", qVol, qcow, "qcow2"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ex, r := runJob(t, d, append([]string{"export"}, append(tc.vol.args(), "--to", "g", "--name", "rt-"+tc.name)...)...)
+			if r.Code != 0 || ex.State != "succeeded" || !ex.Verified || ex.ImageID == "" || ex.Format != tc.format {
+				t.Fatalf("export: %+v\n%s", ex, r)
+			}
+			img, err := g.Image(context.Background(), ex.ImageID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if img.Status != "active" || img.DiskFormat != tc.format || img.ContainerFormat != "bare" ||
+				img.Checksum != hexMD5(tc.data) || img.OSHashAlgo != "sha512" || img.OSHashValue != hexSHA512(tc.data) {
+				t.Fatalf("glance image %+v", img)
+			}
+			fileURL := strings.TrimRight(g.URL, "/") + "/v2/images/" + ex.ImageID + "/file"
+			// Through the attached domain, and as a plain URL (another host
+			// name for the same Glance, so no domain matches).
+			for _, u := range []string{fileURL, strings.Replace(fileURL, "127.0.0.1", "localhost", 1)} {
+				back := newVolume()
+				im, r := runJob(t, d, append([]string{"import"}, append(back.args(), "--url", u, "--header", "X-Auth-Token: unused")...)...)
+				if r.Code != 0 || im.State != "succeeded" || !im.Verified || im.Format != tc.format || im.BytesDone != int64(len(tc.data)) {
+					t.Fatalf("import from %s: %+v\n%s", u, im, r)
+				}
+				if viaDomain := strings.Contains(im.Note, "read through domain g"); viaDomain != (u == fileURL) {
+					t.Errorf("import from %s: note %q: the wrong path was taken", u, im.Note)
+				}
+				got, err := os.ReadFile(back.path(d))
+				if err != nil || !bytes.Equal(got, tc.data) {
+					t.Fatalf("imported volume differs from the exported one (err %v)", err)
+				}
+				var meta struct {
+					Format   string `json:"format"`
+					Verified bool   `json:"verified"`
+					Checksum struct{ Algo, Value string }
+				}
+				b, _ := os.ReadFile(back.path(d) + ".meta")
+				if err := json.Unmarshal(b, &meta); err != nil || meta.Format != tc.format || !meta.Verified || meta.Checksum.Value != img.OSHashValue {
+					t.Errorf(".meta %s (%v)", b, err)
+				}
+				if tc.name == "raw" {
+					var st syscall.Stat_t
+					syscall.Stat(back.path(d), &st)
+					if st.Blocks*512 > 8<<20 {
+						t.Errorf("mostly-zero volume allocates %d bytes of %d: not sparse", st.Blocks*512, len(tc.data))
+					}
+				}
+			}
+		})
+	}
+}
+
+func writeVolume(t *testing.T, d *harness.Daemon, v volume, data []byte) {
+	t.Helper()
+	p := v.path(d)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, data, 0o640); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTransferRefusals checks that bad input fails before any byte moves,
+// with the documented exit codes.
+func TestTransferRefusals(t *testing.T) {
+	t.Parallel()
+	requireTools(t, "qemu-img")
+	g := startGlance(t, harness.GlanceConfig{Port: transferGlancePort + 1, KeystonePort: transferGlancePort - 3999})
+	d := startDaemon(t, newDir(t, "xref"))
+	mustCLI(t, d, "domain", "add", "g", "--url", g.URL)
+	ctx := context.Background()
+	queued, err := g.CreateRecord(ctx, map[string]any{"name": "q", "disk_format": "raw", "container_format": "bare"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A qcow2 with a backing file.
+	dir := t.TempDir()
+	for _, c := range [][]string{{"create", "-f", "qcow2", "base.qcow2", "16M"}, {"create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "top.qcow2"}} {
+		cmd := exec.Command("qemu-img", c...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img %v: %v\n%s", c, err, out)
+		}
+	}
+	top, _ := os.ReadFile(filepath.Join(dir, "top.qcow2"))
+	unsafe, err := g.CreateImage(ctx, "top", "qcow2", top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	existing := newVolume()
+	writeVolume(t, d, existing, []byte("old"))
+
+	v := newVolume()
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"bad uuid", []string{"import", "--sp", "../../etc", "--sd", v.sd, "--img", v.img, "--vol", v.vol, "--url", g.URL + "/x"}, 2, "canonical UUID"},
+		{"file url", append(append([]string{"import"}, v.args()...), "--url", "file:///etc/passwd"), 2, "only http and https"},
+		{"existing volume", append(append([]string{"import"}, existing.args()...), "--image", "g/"+queued), 5, "volume exists"},
+		{"queued image", append(append([]string{"import"}, v.args()...), "--image", "g/"+queued), 5, "is queued, not active"},
+		{"unknown domain", append(append([]string{"import"}, v.args()...), "--image", "nope/"+queued), 4, "not found"},
+		{"missing volume", append(append([]string{"export"}, v.args()...), "--to", "g", "--name", "x"), 4, "volume not found"},
+	} {
+		r := cli(t, d, tc.args...)
+		if r.Code != tc.code || !strings.Contains(r.Stderr, tc.msg) {
+			t.Errorf("%s: want exit %d with %q\n%s", tc.name, tc.code, tc.msg, r)
+		}
+	}
+	if b, _ := os.ReadFile(existing.path(d)); string(b) != "old" {
+		t.Errorf("existing volume changed: %q", b)
+	}
+	// The unsafe image is refused by the job, which leaves nothing behind.
+	j, r := runJob(t, d, append(append([]string{"import"}, v.args()...), "--image", "g/"+unsafe.ID)...)
+	if r.Code != 1 || j.State != "failed" || !strings.Contains(j.Error, "backing file") {
+		t.Errorf("unsafe qcow2: %+v\n%s", j, r)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(v.path(d))); len(ents) != 0 {
+		t.Errorf("refused import left %v", ents)
+	}
+}
