@@ -22,6 +22,9 @@ type Config struct {
 	ReadAheadFetches int
 	// FetchTimeout bounds one source call (default 2 minutes).
 	FetchTimeout time.Duration
+	// Reserve maps and faults in the block memory in New, so a cold read
+	// does not pay page faults (a daemon's choice; tests leave it off).
+	Reserve bool
 }
 
 const (
@@ -71,8 +74,7 @@ type Cache struct {
 	cancel   context.CancelFunc
 	run      int // blocks per source call at most
 	raSem    chan struct{}
-	free     chan []byte // recycled block buffers (cap BlockSize)
-	scratch  chan []byte // recycled run buffers (cap run*BlockSize)
+	bufs     *arena // block buffers, recycled
 	fetchers sync.WaitGroup
 
 	mu       sync.Mutex // guards everything below; never held across a source call
@@ -111,13 +113,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) *Cache {
 	run = int(max(min(int64(run), cfg.MaxBytes/int64(cfg.BlockSize)/2), 1))
 
 	c := &Cache{
-		cfg:      cfg,
-		log:      log,
-		run:      run,
-		raSem:    make(chan struct{}, cfg.ReadAheadFetches),
-		free:     make(chan []byte, run),
-		scratch:  make(chan []byte, 1),
+		cfg:   cfg,
+		log:   log,
+		run:   run,
+		raSem: make(chan struct{}, cfg.ReadAheadFetches),
+		// Room for a full cache plus two runs in flight; more fetches in
+		// flight make getBuf evict early rather than grow.
+		bufs:     newArena(cfg.BlockSize, cfg.MaxBytes+int64(2*run*cfg.BlockSize)),
 		inflight: map[key]*fetch{},
+	}
+	if cfg.Reserve {
+		c.bufs.reserve()
 	}
 	c.ctx, c.cancel = context.WithCancel(ctx)
 	// The byte bound is enforced in insert; the entry bound only caps
@@ -211,38 +217,21 @@ func (c *Cache) getBuf(n int) []byte {
 	if n != c.cfg.BlockSize {
 		return make([]byte, n)
 	}
-	select {
-	case b := <-c.free:
+	if b := c.bufs.get(); b != nil {
 		return b
-	default:
-		return make([]byte, n)
 	}
-}
-
-func (c *Cache) putBuf(b []byte) {
-	if cap(b) != c.cfg.BlockSize {
-		return
-	}
-	select {
-	case c.free <- b[:c.cfg.BlockSize]:
-	default: // free list full: the garbage collector takes it
-	}
-}
-
-func (c *Cache) getScratch(n int) []byte {
-	select {
-	case b := <-c.scratch:
-		if cap(b) >= n {
-			return b[:n]
+	// The arena is spent (fetches in flight on top of a full cache): evict
+	// least recently used blocks until one frees its buffer, so block memory
+	// keeps its bound instead of spilling onto the heap.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.lru.Len() > 0 {
+		c.lru.RemoveOldest()
+		if b := c.bufs.get(); b != nil {
+			return b
 		}
-	default:
 	}
-	return make([]byte, n, c.run*c.cfg.BlockSize)
+	return make([]byte, n)
 }
 
-func (c *Cache) putScratch(b []byte) {
-	select {
-	case c.scratch <- b:
-	default:
-	}
-}
+func (c *Cache) putBuf(b []byte) { c.bufs.put(b) }

@@ -182,12 +182,32 @@ type shortSource struct {
 	err  error
 }
 
+// ReadAt serves the first keep bytes of the source and fails past them,
+// like a connection that dies mid-stream.
 func (s *shortSource) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
-	n, err := s.MemSource.ReadAt(ctx, p[:min(len(p), s.keep)], off)
+	if off+int64(len(p)) <= int64(s.keep) {
+		return s.MemSource.ReadAt(ctx, p, off)
+	}
+	n, err := s.MemSource.ReadAt(ctx, p[:max(0, min(int64(len(p)), int64(s.keep)-off))], off)
 	if err != nil {
 		return n, err
 	}
 	return n, s.err
+}
+
+// merge joins source calls that continue where the previous one ended: a
+// fetch reads a run of blocks with one call per block, in order, which a
+// streaming source serves from one open response.
+func merge(reads []cachetest.Read) []cachetest.Read {
+	var out []cachetest.Read
+	for _, r := range reads {
+		if n := len(out); n > 0 && out[n-1].Off+int64(out[n-1].Len) == r.Off {
+			out[n-1].Len += r.Len
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 func TestPartialFetch(t *testing.T) {
@@ -197,7 +217,7 @@ func TestPartialFetch(t *testing.T) {
 	c := newCache(t, cache.Config{BlockSize: bs, ReadAheadBlocks: -1})
 	v := c.Open(&shortSource{MemSource: mem, keep: 2*bs + 100, err: broken})
 
-	// One call for blocks 0..3 returns two whole blocks and a bit.
+	// The run of blocks 0..3 fails after two whole blocks and a bit.
 	_, err := v.ReadAt(context.Background(), make([]byte, 4*bs), 0)
 	if !errors.Is(err, broken) {
 		t.Fatalf("err = %v, want the source's error", err)
@@ -285,8 +305,8 @@ func TestReadAhead(t *testing.T) {
 	read(t, v, 0, bs)  // first read: no read-ahead yet
 	read(t, v, bs, bs) // sequential: read-ahead of blocks 2..9
 	eventually(t, "read-ahead of blocks 2..9", func() bool {
-		for _, r := range src.Reads() {
-			if r.Off == 2*bs && r.Len == 8*bs {
+		for _, r := range merge(src.Reads()) {
+			if r.Off <= 2*bs && r.Off+int64(r.Len) >= 10*bs {
 				return true
 			}
 		}
@@ -306,8 +326,8 @@ func TestReadAhead(t *testing.T) {
 		}
 	}
 	reads := src.Reads()
-	if len(reads) > nblocks/4+2 {
-		t.Errorf("%d source calls for %d blocks: read-ahead is not coalescing: %v", len(reads), nblocks, reads)
+	if runs := merge(reads); len(runs) > nblocks/4+2 {
+		t.Errorf("%d runs of source calls for %d blocks: read-ahead is not coalescing: %v", len(runs), nblocks, runs)
 	}
 	for i := 1; i < len(reads); i++ {
 		if reads[i].Off < reads[i-1].Off+int64(reads[i-1].Len) {
@@ -331,7 +351,7 @@ func TestReadAheadInterleavedStreams(t *testing.T) {
 			}
 		}
 	}
-	if n := len(src.Reads()); n > 2*(32/4+2) {
+	if n := len(merge(src.Reads())); n > 2*(32/4+2) {
 		t.Errorf("%d source calls for two interleaved streams of 32 blocks: %v", n, src.Reads())
 	}
 }
@@ -364,7 +384,7 @@ func TestCoalescing(t *testing.T) {
 		t.Fatal("wrong bytes")
 	}
 	want := []cachetest.Read{{Off: 2 * bs, Len: 8 * bs}}
-	if got := src.Reads(); fmt.Sprint(got) != fmt.Sprint(want) {
+	if got := merge(src.Reads()); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("source calls %v, want %v", got, want)
 	}
 	// The whole source: one call per missing run (0..1 and 10..15).
@@ -372,7 +392,7 @@ func TestCoalescing(t *testing.T) {
 		t.Fatal("wrong bytes")
 	}
 	want = append(want, cachetest.Read{Off: 0, Len: 2 * bs}, cachetest.Read{Off: 10 * bs, Len: 6 * bs})
-	if got := src.Reads(); fmt.Sprint(got) != fmt.Sprint(want) {
+	if got := merge(src.Reads()); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("source calls %v, want %v", got, want)
 	}
 }

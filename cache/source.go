@@ -42,9 +42,8 @@
 //
 // The cache holds at most MaxBytes of block data. On top of that, at peak:
 // up to the fetch run length (max(ReadAheadBlocks, 16), at most 64 blocks)
-// of recycled block buffers; per fetch in flight, its new blocks plus, for a
-// multi-block run, a scratch buffer of the same size that the source reads
-// into before the run is split (one scratch buffer is kept for reuse); and
+// of recycled block buffers; per fetch in flight, its new blocks (each read
+// straight into its own buffer); and
 // blocks evicted while a reader still copies out of them (a reference count
 // keeps a buffer from being reused under a reader). With the defaults one
 // sequential reader adds under 70 MiB; each further read-ahead fetch in

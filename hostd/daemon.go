@@ -93,9 +93,9 @@ func (d *Daemon) domainDeps() domainDeps {
 // NBD, unmounts every tree (keeping them recorded as mounted, so the next
 // start mounts them again) and returns.
 func (d *Daemon) Run(ctx context.Context) error {
-	// The cache's blocks are Go heap. A soft limit just above the cache makes
-	// the GC collect before the heap doubles (GOGC's default), so the RSS of
-	// a daemon on a hypervisor host stays near CacheSize instead of 2×.
+	// The cache's blocks live outside the Go heap (see cache's arena), but
+	// NBD buffers and the rest do not: a soft limit keeps the GC from
+	// letting the heap double (GOGC's default) on a busy host.
 	debug.SetMemoryLimit(d.cfg.CacheSize + 64<<20)
 
 	if err := d.store.init(); err != nil {
@@ -133,7 +133,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	life, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
 	d.life = life
-	d.cache = cache.New(life, cache.Config{MaxBytes: d.cfg.CacheSize}, d.log.With("component", "cache"))
+	d.cache = cache.New(life, cache.Config{MaxBytes: d.cfg.CacheSize, Reserve: true}, d.log.With("component", "cache"))
 	d.started = d.now()
 
 	nbdSrv := nbd.NewServer(nbd.Config{}, &exports{d: d}, d.log.With("component", "nbd"))
