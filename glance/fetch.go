@@ -27,15 +27,17 @@ type readTuning struct {
 }
 
 func (t readTuning) withDefaults() readTuning {
+	// With these a read of a hung Glance fails within 4 x 10 s plus back-off
+	// (about 42 s): the bound the mount and the NBD export promise.
 	if t.RequestTimeout <= 0 {
-		t.RequestTimeout = 15 * time.Second
+		t.RequestTimeout = 10 * time.Second
 	}
 	if t.IdleTimeout <= 0 {
-		t.IdleTimeout = 15 * time.Second
+		t.IdleTimeout = 10 * time.Second
 	}
 	switch {
 	case t.Retries == 0:
-		t.Retries = 4
+		t.Retries = 3
 	case t.Retries < 0:
 		t.Retries = 0
 	}

@@ -23,9 +23,9 @@ type HTTPSourceConfig struct {
 	CAFile   string
 	Insecure bool
 
-	RequestTimeout time.Duration // wait for response headers (default 15s)
-	IdleTimeout    time.Duration // longest stall inside a body (default 15s)
-	Retries        int           // attempts per range after the first (default 4; -1 = none)
+	RequestTimeout time.Duration // wait for response headers (default 10s)
+	IdleTimeout    time.Duration // longest stall inside a body (default 10s)
+	Retries        int           // attempts per range after the first (default 3; -1 = none)
 	Backoff        time.Duration // first back-off, doubled each retry (default 250ms)
 	MaxBackoff     time.Duration // back-off cap (default 8s)
 	MaxIdleStreams int           // open bodies kept between reads (default 4)
