@@ -14,7 +14,7 @@ VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/glancegw/glancegw/hostd.Version=$(VERSION)
 TEST_TIMEOUT ?= 18m
 APT_PKGS := qemu-utils libnbd-bin nbdkit fuse3 nginx curl python3-openstackclient
-APT_OPTIONAL := nbdkit-plugin-curl
+APT_OPTIONAL :=
 
 .PHONY: all deps build test fmt-check vet demo bench clean
 
