@@ -499,7 +499,7 @@ func (d *Daemon) Images(ctx context.Context, key string, refresh bool) ([]Image,
 	}
 	out := make([]Image, len(imgs))
 	for i, im := range imgs {
-		out[i] = toAPIImage(im)
+		out[i] = toAPIImage(im, dom.detected(im))
 	}
 	return out, nil
 }

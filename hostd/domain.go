@@ -27,6 +27,7 @@ type domain struct {
 	now     func() time.Time
 	open    func(cache.BlockSource) cache.BlockSource // the shared cache
 	cat     *catalog
+	detect  *detector // formats of the listed images
 
 	connectMu sync.Mutex // held while connecting
 
@@ -56,6 +57,9 @@ type domainDeps struct {
 	ttl, missMin time.Duration
 	now          func() time.Time
 	open         func(cache.BlockSource) cache.BlockSource
+	// Format detection of listed images; zero values take defaults.
+	inspectWorkers int
+	inspectTimeout time.Duration
 }
 
 func newDomain(rec DomainRecord, sec secrets, deps domainDeps) *domain {
@@ -70,8 +74,9 @@ func newDomain(rec DomainRecord, sec secrets, deps domainDeps) *domain {
 		rec:     rec,
 		sec:     sec,
 	}
+	d.detect = newDetector(d.base.With("component", "inspect"), deps.now, deps.inspectWorkers, deps.inspectTimeout, 0)
 	d.cat = newCatalog(deps.ttl, deps.missMin, deps.now, d.listImages, func(im glance.Image) fs.Image {
-		return toFSImage(rec.UUID, im)
+		return toFSImage(rec.UUID, im, d.detected(im))
 	})
 	return d
 }
@@ -231,7 +236,24 @@ func (d *domain) listImages(ctx context.Context) ([]glance.Image, error) {
 		d.logger().Warn("listing images failed", "err", err)
 	}
 	d.setError(err)
+	if err == nil {
+		// New images are inspected before the listing is shown, within
+		// the same bound as the listing; what is left over is tried again
+		// by the next listing.
+		dctx, cancel := context.WithTimeout(ctx, d.timeout)
+		d.detect.detectAll(dctx, imgs, d.openImage)
+		cancel()
+	}
 	return imgs, err
+}
+
+// detected returns the detection of im, nil when it was not inspected (yet).
+func (d *domain) detected(im glance.Image) *detection {
+	det, ok := d.detect.get(im)
+	if !ok {
+		return nil
+	}
+	return &det
 }
 
 // Info implements fs.Domain.
@@ -333,14 +355,19 @@ func (d *domain) pruneViewsLocked(l *listing) {
 	}
 }
 
-// toFSImage maps a Glance record to what the tree shows.
-func toFSImage(sdUUID string, im glance.Image) fs.Image {
+// toFSImage maps a Glance record, with what was detected in it (nil when
+// nothing was), to what the tree shows.
+func toFSImage(sdUUID string, im glance.Image, det *detection) fs.Image {
+	vsize := im.VirtualSize
+	if vsize == 0 && det != nil {
+		vsize = det.VirtualSize
+	}
 	return fs.Image{
 		ID:              im.ID,
 		Name:            im.Name,
 		Status:          im.Status,
 		Size:            im.Size,
-		VirtualSize:     im.VirtualSize,
+		VirtualSize:     vsize,
 		DiskFormat:      im.DiskFormat,
 		ContainerFormat: im.ContainerFormat,
 		Checksum:        im.Checksum,
@@ -348,13 +375,16 @@ func toFSImage(sdUUID string, im glance.Image) fs.Image {
 		OSHashValue:     im.OSHashValue,
 		CreatedAt:       im.CreatedAt,
 		UpdatedAt:       im.UpdatedAt,
-		Meta:            imageMeta(sdUUID, im),
+		Meta:            imageMeta(sdUUID, im, det),
 	}
 }
 
 // imageMeta is the JSON of meta/<id>.json: Glance's record as sent, plus a
-// "glancegw" object with what glancegw adds.
-func imageMeta(sdUUID string, im glance.Image) json.RawMessage {
+// "glancegw" object with what glancegw adds: the domain, and the format,
+// virtual size and unsafe findings detected in the image's headers (format
+// "unknown" with inspect_error when inspection failed; absent when the image
+// was not inspected, e.g. it is not active).
+func imageMeta(sdUUID string, im glance.Image, det *detection) json.RawMessage {
 	fields := map[string]json.RawMessage{}
 	raw := im.Raw
 	if len(raw) == 0 {
@@ -363,7 +393,17 @@ func imageMeta(sdUUID string, im glance.Image) json.RawMessage {
 	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
 		fields = map[string]json.RawMessage{}
 	}
-	own, _ := json.Marshal(map[string]string{"sd_uuid": sdUUID})
+	ownFields := map[string]any{"sd_uuid": sdUUID}
+	if det != nil {
+		ownFields["format"] = det.Format
+		if det.failed() {
+			ownFields["inspect_error"] = det.Err
+		} else {
+			ownFields["virtual_size"] = det.VirtualSize
+			ownFields["unsafe"] = det.Unsafe
+		}
+	}
+	own, _ := json.Marshal(ownFields)
 	fields["glancegw"] = own
 	out, err := json.MarshalIndent(fields, "", "  ")
 	if err != nil {
@@ -372,11 +412,18 @@ func imageMeta(sdUUID string, im glance.Image) json.RawMessage {
 	return append(out, '\n')
 }
 
-func toAPIImage(im glance.Image) Image {
-	return Image{
+// toAPIImage maps a Glance record and its detection (nil: none) to the API.
+func toAPIImage(im glance.Image, det *detection) Image {
+	out := Image{
 		ID: im.ID, Name: im.Name, Status: im.Status, Size: im.Size, VirtualSize: im.VirtualSize,
 		DiskFormat: im.DiskFormat, ContainerFormat: im.ContainerFormat, Checksum: im.Checksum,
 		OSHashAlgo: im.OSHashAlgo, OSHashValue: im.OSHashValue,
 		CreatedAt: im.CreatedAt, UpdatedAt: im.UpdatedAt,
 	}
+	if det != nil {
+		out.DetectedFormat = det.Format
+		out.DetectedVirtualSize = det.VirtualSize
+		out.DetectedUnsafe = det.Unsafe
+	}
+	return out
 }

@@ -64,6 +64,11 @@ type Image struct {
 	OSHashValue     string    `json:"os_hash_value,omitempty"`
 	CreatedAt       time.Time `json:"created_at"`
 	UpdatedAt       time.Time `json:"updated_at"`
+	// What glancegw found in the image's headers (active images only):
+	// format "unknown" when inspection failed, empty when not inspected.
+	DetectedFormat      string   `json:"detected_format,omitempty"`
+	DetectedVirtualSize int64    `json:"detected_virtual_size,omitempty"`
+	DetectedUnsafe      []string `json:"detected_unsafe,omitempty"`
 }
 
 // MountRequest is the body of POST /v1/domains/{d}/mount.

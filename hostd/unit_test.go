@@ -223,7 +223,7 @@ func TestCatalog(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1000, 0)}
 	g := newFakeGlance()
 	g.add("a", "A", "active", []byte("a"))
-	cat := newCatalog(30*time.Second, 2*time.Second, clk.now, g.List, func(im glance.Image) fs.Image { return toFSImage(uuidA, im) })
+	cat := newCatalog(30*time.Second, 2*time.Second, clk.now, g.List, func(im glance.Image) fs.Image { return toFSImage(uuidA, im, nil) })
 
 	l, err := cat.get(ctx, false)
 	if err != nil || len(l.images) != 1 || g.listCount() != 1 || l.fs[0].ID != "a" {
@@ -314,7 +314,7 @@ func TestCatalogCoalesces(t *testing.T) {
 func TestImageMeta(t *testing.T) {
 	im := glance.Image{ID: "i", Name: "n", Raw: []byte(`{"id":"i","name":"n","os_distro":"cirros","tags":["a"]}`)}
 	var got map[string]any
-	if err := jsonUnmarshal(imageMeta(uuidA, im), &got); err != nil {
+	if err := jsonUnmarshal(imageMeta(uuidA, im, nil), &got); err != nil {
 		t.Fatal(err)
 	}
 	gg, _ := got["glancegw"].(map[string]any)
@@ -322,7 +322,7 @@ func TestImageMeta(t *testing.T) {
 		t.Errorf("meta = %v", got)
 	}
 	// Without Raw the typed record is used.
-	if err := jsonUnmarshal(imageMeta(uuidA, glance.Image{ID: "j", Status: "active"}), &got); err != nil || got["id"] != "j" || got["status"] != "active" {
+	if err := jsonUnmarshal(imageMeta(uuidA, glance.Image{ID: "j", Status: "active"}, nil), &got); err != nil || got["id"] != "j" || got["status"] != "active" {
 		t.Errorf("meta without raw = %v, %v", got, err)
 	}
 }

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"strings"
 	"time"
+
+	"github.com/glancegw/glancegw/hostd"
 
 	"github.com/urfave/cli/v2"
 )
@@ -19,7 +22,10 @@ func (e *env) imageCommand() *cli.Command {
 			Usage:     "list the images of a domain, in every status",
 			ArgsUsage: "D",
 			Description: `Lists what Glance holds for domain D, in every status (only active images are
-mounted and exported). The listing may be up to the refresh interval old;
+mounted and exported). DETECTED is what glancegw found in the image's headers
+(format and virtual size, "unsafe" when qemu would follow a reference to a host
+file, "unknown" when the headers could not be read; "-" for images that are
+not active). FORMAT is Glance's disk_format, which may be wrong. The listing may be up to the refresh interval old;
 --refresh asks Glance again.
 
 Examples:
@@ -44,11 +50,26 @@ Examples:
 				}
 				rows := make([][]string, len(imgs))
 				for i, im := range imgs {
-					rows[i] = []string{im.ID, im.Name, im.Status, orDash(im.DiskFormat),
+					rows[i] = []string{im.ID, im.Name, im.Status, orDash(im.DiskFormat), detected(im),
 						humanSize(im.Size), im.UpdatedAt.UTC().Format(time.DateTime)}
 				}
-				return e.table([]string{"ID", "NAME", "STATUS", "FORMAT", "SIZE", "UPDATED"}, rows)
+				return e.table([]string{"ID", "NAME", "STATUS", "FORMAT", "DETECTED", "SIZE", "UPDATED"}, rows)
 			},
 		}},
 	}
+}
+
+// detected is the DETECTED column: format, virtual size and an unsafe mark.
+func detected(im hostd.Image) string {
+	if im.DetectedFormat == "" {
+		return "-"
+	}
+	parts := []string{im.DetectedFormat}
+	if im.DetectedVirtualSize > 0 {
+		parts = append(parts, humanSize(im.DetectedVirtualSize))
+	}
+	if len(im.DetectedUnsafe) > 0 {
+		parts = append(parts, "unsafe")
+	}
+	return strings.Join(parts, " ")
 }
