@@ -7,12 +7,17 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
+	"io"
+	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/glancegw/glancegw/test/harness"
 )
@@ -221,4 +226,233 @@ func TestTransferRefusals(t *testing.T) {
 	if ents, _ := os.ReadDir(filepath.Dir(v.path(d))); len(ents) != 0 {
 		t.Errorf("refused import left %v", ents)
 	}
+}
+
+// gatedProxy forwards TCP to a target, passing the target's answers on at
+// most rate bytes/s and not at all while held, so a test can stop a
+// transfer mid-way at a moment of its choosing.
+type gatedProxy struct {
+	ln     net.Listener
+	target string
+	rate   int64 // bytes/s from the target
+
+	mu   sync.Mutex
+	open chan struct{} // closed while the gate is open
+	done chan struct{}
+}
+
+func startProxy(t *testing.T, target string, rate int64) *gatedProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &gatedProxy{ln: ln, target: target, rate: rate, open: make(chan struct{}), done: make(chan struct{})}
+	close(p.open)
+	go p.serve()
+	t.Cleanup(func() { close(p.done); p.release(); ln.Close() })
+	return p
+}
+
+func (p *gatedProxy) URL() string { return "http://" + p.ln.Addr().String() }
+
+func (p *gatedProxy) hold() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.open:
+		p.open = make(chan struct{})
+	default:
+	}
+}
+
+func (p *gatedProxy) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	select {
+	case <-p.open:
+	default:
+		close(p.open)
+	}
+}
+
+func (p *gatedProxy) wait() {
+	p.mu.Lock()
+	ch := p.open
+	p.mu.Unlock()
+	select {
+	case <-ch:
+	case <-p.done:
+	}
+}
+
+func (p *gatedProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			u, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+			if err != nil {
+				return
+			}
+			defer u.Close()
+			go func() { io.Copy(u, c); u.(*net.TCPConn).CloseWrite() }()
+			buf := make([]byte, 64<<10)
+			start, sent := time.Now(), int64(0)
+			for {
+				n, err := u.Read(buf)
+				if n > 0 {
+					p.wait()
+					if _, werr := c.Write(buf[:n]); werr != nil {
+						return
+					}
+					sent += int64(n)
+					if due := time.Duration(float64(sent) / float64(p.rate) * float64(time.Second)); due > time.Since(start) {
+						time.Sleep(due - time.Since(start))
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// startImport starts an import without waiting and returns its job id.
+func startImport(t *testing.T, d *harness.Daemon, v volume, image string) string {
+	t.Helper()
+	var a struct{ Job job }
+	out := mustCLI(t, d, append(append([]string{"import"}, v.args()...), "--image", image, "--json")...)
+	if err := json.Unmarshal([]byte(out), &a); err != nil || a.Job.ID == "" {
+		t.Fatalf("import answer %q: %v", out, err)
+	}
+	return a.Job.ID
+}
+
+func showJob(t *testing.T, d *harness.Daemon, id string) job {
+	t.Helper()
+	var j job
+	out := mustCLI(t, d, "job", "show", id, "--json")
+	if err := json.Unmarshal([]byte(out), &j); err != nil {
+		t.Fatalf("job show %q: %v", out, err)
+	}
+	return j
+}
+
+// waitMoving polls the job until it has moved some bytes (and not all).
+func waitMoving(t *testing.T, d *harness.Daemon, id string) job {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		j := showJob(t, d, id)
+		if j.BytesDone > 0 && j.State == "running" {
+			if j.BytesDone >= j.BytesTotal {
+				t.Fatalf("job finished before the test could stop it: %+v", j)
+			}
+			return j
+		}
+		if j.State != "queued" && j.State != "running" || time.Now().After(deadline) {
+			t.Fatalf("job never moved a byte: %+v", j)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// filesBelow lists the regular files below dir (the repository root).
+func filesBelow(t *testing.T, dir string) []string {
+	t.Helper()
+	var files []string
+	err := filepath.WalkDir(dir, func(path string, de os.DirEntry, err error) error {
+		if err != nil {
+			if os.IsNotExist(err) {
+				return nil
+			}
+			return err
+		}
+		if !de.IsDir() {
+			files = append(files, path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// TestTransferInterrupted stops imports of a 512 MiB image mid-transfer:
+// a cancel ends the job as cancelled, a kill -9 of the daemon leaves a job
+// that the restarted daemon shows as interrupted; neither leaves a file
+// behind. The domain reads Glance through a throttled proxy that the test
+// holds shut once bytes have moved, so the moment is certain.
+func TestTransferInterrupted(t *testing.T) {
+	t.Parallel()
+	g := startGlance(t, harness.GlanceConfig{Port: transferGlancePort + 2, KeystonePort: transferGlancePort - 3998})
+	ctx := context.Background()
+	const size = 512 << 20
+	id, err := g.CreateRecord(ctx, map[string]any{"name": "big", "disk_format": "raw", "container_format": "bare"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Upload(ctx, id, io.LimitReader(rand.NewChaCha8([32]byte{7}), size), size); err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, strings.TrimPrefix(g.URL, "http://"), 256<<20)
+	dir := newDir(t, "xint")
+	d := startDaemon(t, dir)
+	mustCLI(t, d, "domain", "add", "g", "--url", p.URL())
+
+	t.Run("cancel", func(t *testing.T) {
+		v := newVolume()
+		jid := startImport(t, d, v, "g/"+id)
+		waitMoving(t, d, jid)
+		p.hold() // the source stalls: cancel must not wait for it
+		defer p.release()
+		start := time.Now()
+		mustCLI(t, d, "job", "cancel", jid)
+		var j job
+		r := cli(t, d, "job", "wait", jid, "--json")
+		if err := json.Unmarshal([]byte(r.Stdout), &j); err != nil {
+			t.Fatalf("%s: %v", r, err)
+		}
+		if r.Code != 130 || j.State != "cancelled" {
+			t.Fatalf("cancelled job: %+v\n%s", j, r)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("cancel took %v with a stalled source", took)
+		}
+		if files := filesBelow(t, d.RepoRoot); len(files) != 0 {
+			t.Errorf("cancelled import left %v", files)
+		}
+	})
+
+	t.Run("kill -9", func(t *testing.T) {
+		v := newVolume()
+		jid := startImport(t, d, v, "g/"+id)
+		moving := waitMoving(t, d, jid)
+		p.hold() // keeps the temp file half-written until the kill
+		defer p.release()
+		if tmps, _ := filepath.Glob(filepath.Join(filepath.Dir(v.path(d)), ".*glancegw-tmp*")); len(tmps) != 1 {
+			t.Fatalf("mid-import there are temp files %v, want one (the pattern changed?)", tmps)
+		}
+		if err := d.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		d2 := startDaemon(t, dir)
+		j := showJob(t, d2, jid)
+		if j.State != "interrupted" || j.Error == "" {
+			t.Errorf("after kill -9 and restart the job is %+v, want interrupted with a reason", j)
+		}
+		t.Logf("killed at %d of %d bytes; after restart: %s (%s)", moving.BytesDone, moving.BytesTotal, j.State, j.Error)
+		if files := filesBelow(t, d2.RepoRoot); len(files) != 0 {
+			t.Errorf("after kill -9 and restart the repository holds %v", files)
+		}
+		if _, err := os.Stat(v.path(d2) + ".meta"); !os.IsNotExist(err) {
+			t.Errorf(".meta of the interrupted volume: %v", err)
+		}
+	})
 }
