@@ -456,3 +456,60 @@ func TestTransferInterrupted(t *testing.T) {
 		}
 	})
 }
+
+// TestTransferKeystoneTokenExpiry exports to a Keystone-mode Glance, waits
+// until the daemon's first token has expired (60 s lifetime), exports again
+// and imports that image back: both exports are verified and the bytes and
+// Glance's checksums match. The wait runs in parallel with the other tests.
+func TestTransferKeystoneTokenExpiry(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	g := startGlance(t, harness.GlanceConfig{Mode: "keystone", Port: transferGlancePort + 3,
+		KeystonePort: transferGlancePort - 3997, TokenExpiration: tokenLifetime})
+	dir := newDir(t, "xks")
+	pw := filepath.Join(dir, "password")
+	if err := os.WriteFile(pw, []byte(harness.DefaultKeystoneAdminPassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, dir)
+	mustCLI(t, d, "domain", "add", "ks", "--url", g.URL, "--auth", "keystone", "--auth-url", g.KeystoneURL+"/v3",
+		"--username", harness.KeystoneAdminUser, "--password-file", pw, "--project", harness.KeystoneAdminProject,
+		"--user-domain", harness.KeystoneDomain, "--project-domain", harness.KeystoneDomain)
+	data := harness.RandomBytes(31, 16<<20+11)
+	v := newVolume()
+	writeVolume(t, d, v, data)
+
+	export := func(name string) harness.Image {
+		t.Helper()
+		j, r := runJob(t, d, append(append([]string{"export"}, v.args()...), "--to", "ks", "--name", name)...)
+		if r.Code != 0 || j.State != "succeeded" || !j.Verified || j.ImageID == "" {
+			t.Fatalf("export %s: %+v\n%s", name, j, r)
+		}
+		img, err := g.Image(ctx, j.ImageID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img.Status != "active" || img.Size == nil || *img.Size != int64(len(data)) ||
+			img.Checksum != hexMD5(data) || img.OSHashValue != hexSHA512(data) {
+			t.Fatalf("export %s: glance image %+v", name, img)
+		}
+		return img
+	}
+	export("ks-before")
+	// The daemon's first token is at least as old as this.
+	t0 := time.Now()
+	wait := time.Until(t0.Add(tokenLifetime + 6*time.Second))
+	t.Logf("waiting %v for the daemon's token to expire", wait.Round(time.Second))
+	time.Sleep(wait)
+
+	img := export("ks-after")
+	back := newVolume()
+	j, r := runJob(t, d, append(append([]string{"import"}, back.args()...), "--image", "ks/"+img.ID)...)
+	if r.Code != 0 || j.State != "succeeded" || !j.Verified {
+		t.Fatalf("import after token expiry: %+v\n%s", j, r)
+	}
+	if got, err := os.ReadFile(back.path(d)); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("imported volume differs from the exported one (err %v)", err)
+	}
+	t.Logf("export and import at t=%v after the first token", time.Since(t0).Round(time.Second))
+}
