@@ -25,15 +25,15 @@ func TestThroughput(t *testing.T) {
 		for _, maxRead := range benchMaxReads() {
 			cfg := suiteConfig()
 			cfg.MaxReadAhead, cfg.MaxRead = ra, maxRead
-			cfg.PageCache = os.Getenv("GLANCEGW_FS_BENCH_PAGECACHE") != ""
+			cfg.DirectIO = os.Getenv("GLANCEGW_FS_BENCH_DIRECTIO") != ""
 			s, dir := mountTest(t, d, cfg)
 			if kb := os.Getenv("GLANCEGW_FS_BENCH_BDI_KIB"); kb != "" {
 				setBDI(t, dir, kb)
 			}
 			file := filepath.Join(dir, "by-id", img.ID)
 			mbps := ddRead(t, file)
-			t.Logf("page cache %v, MaxReadAhead %4d KiB, MaxRead %4d KiB, bdi read_ahead_kb %s: %6.0f MB/s",
-				cfg.PageCache, ra>>10, maxRead>>10, bdiReadAhead(dir), mbps)
+			t.Logf("direct I/O %v, MaxReadAhead %4d KiB, MaxRead %4d KiB, bdi read_ahead_kb %s: %6.0f MB/s",
+				cfg.DirectIO, ra>>10, maxRead>>10, bdiReadAhead(dir), mbps)
 			if err := s.Unmount(); err != nil {
 				t.Fatal(err)
 			}

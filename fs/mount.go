@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"log/slog"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,12 +34,13 @@ type Config struct {
 	// MaxRead is the largest read request the kernel sends (default 1 MiB,
 	// the kernel's limit).
 	MaxRead int
-	// PageCache serves image files through the kernel page cache
-	// (FOPEN_KEEP_CACHE and kernel read-ahead) instead of direct I/O.
-	// Off by default: measured here, direct I/O reads sequentially about
-	// 4x faster (one copy less, no page allocation, reads as large as the
-	// reader's), and the shared block cache below already caches.
-	PageCache bool
+	// DirectIO serves image files with direct I/O instead of through the
+	// kernel page cache. Off by default: with FOPEN_KEEP_CACHE a file read
+	// once is read again from the page cache (measured: 5-6 GB/s against
+	// 1.8 GB/s through the daemon), and with the kernel's read-ahead window
+	// raised to MaxReadAhead (see raiseReadAhead) a cold sequential read
+	// through the page cache is as fast as a direct one.
+	DirectIO bool
 }
 
 func (c Config) withDefaults() Config {
@@ -112,6 +116,7 @@ func Mount(ctx context.Context, mountpoint string, d Domain, cfg Config, log *sl
 		cancel()
 		return nil, fmt.Errorf("fs: mount %s at %s: %w", info.Name, mountpoint, err)
 	}
+	raiseReadAhead(mountpoint, cfg.MaxReadAhead, log)
 	log.Info("mounted domain")
 	return &Server{srv: srv, mountpoint: mountpoint, log: log, cancel: cancel}, nil
 }
@@ -152,3 +157,20 @@ func (s *Server) Wait() { s.srv.Wait() }
 
 // Mountpoint is where the domain is mounted.
 func (s *Server) Mountpoint() string { return s.mountpoint }
+
+// raiseReadAhead sets the kernel read-ahead of the mount's backing device
+// to maxReadAhead. The FUSE init answer caps it but does not raise it: the
+// kernel starts a FUSE mount at 128 KiB, and a cold sequential read then
+// asks for 128 KiB at a time (measured: 226 MB/s against 700 MB/s at
+// 1 MiB). Best effort: without sysfs the mount works, only slower.
+func raiseReadAhead(mountpoint string, maxReadAhead int, log *slog.Logger) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(mountpoint, &st); err != nil {
+		log.Warn("read-ahead not raised", "err", err)
+		return
+	}
+	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	if err := os.WriteFile(path, []byte(strconv.Itoa(maxReadAhead>>10)), 0); err != nil {
+		log.Warn("read-ahead not raised", "path", path, "err", err)
+	}
+}

@@ -168,7 +168,9 @@ func TestCleanStale(t *testing.T) {
 func TestMountMmap(t *testing.T) {
 	d := newFakeDomain()
 	fixture(d)
-	_, dir := mountTest(t, d, suiteConfig())
+	cfg := suiteConfig()
+	cfg.DirectIO = true
+	_, dir := mountTest(t, d, cfg)
 	f, err := os.Open(filepath.Join(dir, "by-id", idQcow))
 	if err != nil {
 		t.Fatal(err)
@@ -196,12 +198,25 @@ func TestMountMmap(t *testing.T) {
 	}
 }
 
-// TestMountPageCache runs the content checks with the page cache on.
-func TestMountPageCache(t *testing.T) {
+// TestMountDirectIO runs the content checks with direct I/O.
+func TestMountDirectIO(t *testing.T) {
 	d := newFakeDomain()
 	fixture(d)
 	cfg := suiteConfig()
-	cfg.PageCache = true
+	cfg.DirectIO = true
 	_, dir := mountTest(t, d, cfg)
 	caseContent(t, d, mountFS{dir})
+}
+
+// TestMountReadAhead: the mount's read-ahead is raised to MaxReadAhead (the
+// kernel starts a FUSE mount at 128 KiB).
+func TestMountReadAhead(t *testing.T) {
+	d := newFakeDomain()
+	fixture(d)
+	cfg := suiteConfig()
+	cfg.MaxReadAhead = 2 << 20
+	_, dir := mountTest(t, d, cfg)
+	if got := bdiReadAhead(dir); got != "2048" {
+		t.Errorf("read_ahead_kb = %s, want 2048", got)
+	}
 }

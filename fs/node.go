@@ -190,7 +190,7 @@ func (n *imageNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if _, err := n.source(ctx); err != nil {
 		return nil, 0, translateError(n.t.log, "open", err)
 	}
-	if !n.t.cfg.PageCache {
+	if n.t.cfg.DirectIO {
 		return nil, fuse.FOPEN_DIRECT_IO, 0
 	}
 	// Active Glance images never change, and the inode number covers the
