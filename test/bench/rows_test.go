@@ -92,8 +92,8 @@ func benchNBD(e *env) []row {
 		d := e.daemon(dir, "--cache-size", "1536M")
 		ours := "nbd+unix:///" + id + "?socket=" + d.NBDSocket
 		copyFrom := func(uri string) float64 { return e.timed(gib, "nbdcopy", uri, "null:") }
-		q := "nbd+unix://?socket=" + qsock
-		k := "nbd+unix://?socket=" + ksock
+		q := "nbd+unix:///?socket=" + qsock
+		k := "nbd+unix:///?socket=" + ksock
 		if i%2 == 0 {
 			coldQ.their = append(coldQ.their, copyFrom(q))
 			coldK.their = append(coldK.their, copyFrom(k))
