@@ -7,6 +7,7 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -453,6 +454,53 @@ func TestTransferInterrupted(t *testing.T) {
 		}
 		if _, err := os.Stat(v.path(d2) + ".meta"); !os.IsNotExist(err) {
 			t.Errorf(".meta of the interrupted volume: %v", err)
+		}
+	})
+
+	// The same Glance with 60 images: the first listing of a new domain
+	// inspects them all (bounded), later ones answer from memory.
+	t.Run("catalog", func(t *testing.T) {
+		qcow, err := os.ReadFile(filepath.Join(env.root, "testdata/inspect/C12-qcow2-versions-virtual-size/v3-5GiB.qcow2"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{id: "raw"}
+		for i := range 59 {
+			data, format := harness.RandomBytes(uint64(100+i), 1<<20), "raw"
+			if i%2 == 0 {
+				data, format = qcow, "qcow2"
+			}
+			img, err := g.CreateImage(ctx, fmt.Sprintf("cat-%02d", i), "raw", data) // Glance is told raw
+			if err != nil {
+				t.Fatal(err)
+			}
+			want[img.ID] = format
+		}
+		d := startDaemon(t, newDir(t, "xcat"))
+		mustCLI(t, d, "domain", "add", "g2", "--url", g.URL)
+		start := time.Now()
+		out := mustCLI(t, d, "image", "list", "g2", "--json")
+		first := time.Since(start)
+		start = time.Now()
+		mustCLI(t, d, "image", "list", "g2", "--json", "--refresh")
+		again := time.Since(start)
+		t.Logf("image list of %d images: first (inspecting) %v, refresh %v", len(want), first.Round(time.Millisecond), again.Round(time.Millisecond))
+		var imgs []struct {
+			ID          string `json:"id"`
+			DiskFormat  string `json:"disk_format"`
+			Format      string `json:"detected_format"`
+			VirtualSize int64  `json:"detected_virtual_size"`
+		}
+		if err := json.Unmarshal([]byte(out), &imgs); err != nil || len(imgs) != len(want) {
+			t.Fatalf("image list: %d images, want %d (%v)", len(imgs), len(want), err)
+		}
+		for _, im := range imgs {
+			if im.Format != want[im.ID] || (im.Format == "qcow2" && im.VirtualSize != 5<<30) {
+				t.Errorf("image %s (Glance says %s): detected %s %d, want %s", im.ID, im.DiskFormat, im.Format, im.VirtualSize, want[im.ID])
+			}
+		}
+		if table := mustCLI(t, d, "image", "list", "g2"); !strings.Contains(table, "DETECTED") || !strings.Contains(table, "qcow2 5.0 GiB") {
+			t.Errorf("image list table lacks the DETECTED column:\n%s", table)
 		}
 	})
 }
