@@ -47,6 +47,7 @@ func TestBench(t *testing.T) {
 	// figures already measured.
 	report(t, benchMount(e))
 	report(t, benchNBD(e))
+	report(t, benchTransfer(e))
 }
 
 func setup(t *testing.T) *env {
