@@ -100,6 +100,10 @@ func Mount(ctx context.Context, mountpoint string, d Domain, cfg Config, log *sl
 			MaxWrite:             cfg.MaxRead, // also sets max_read and max_pages
 			MaxBackground:        64,
 			IgnoreSecurityLabels: true,
+			// Our bytes are in memory, never in a file to splice from: each
+			// attempt only failed (a 1 MiB read plus its header does not fit
+			// the 1 MiB pipe) and logged a line per read.
+			DisableSplice: true,
 			// Parallel requests for large direct reads, and mmap of
 			// direct-I/O files (kernel 6.6+; older kernels ignore it).
 			ExtraCapabilities: fuse.CAP_ASYNC_DIO | fuse.CAP_DIRECT_IO_ALLOW_MMAP,

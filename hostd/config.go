@@ -44,6 +44,8 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// FUSEDebug turns on go-fuse's debug log.
 	FUSEDebug bool
+	// DirectIO serves mounted files with direct I/O (see fs.Config).
+	DirectIO bool
 	// MaxJobs bounds the import/export jobs running at once (default 2);
 	// more wait queued.
 	MaxJobs int

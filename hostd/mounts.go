@@ -84,6 +84,7 @@ func (d *Daemon) mountLocked(dom *domain, mountpoint string) error {
 		RefreshTTL:   d.cfg.RefreshTTL,
 		MissInterval: d.cfg.MissInterval,
 		Debug:        d.cfg.FUSEDebug,
+		DirectIO:     d.cfg.DirectIO,
 	}, d.log.With("component", "fs"))
 	if err != nil {
 		err = fmt.Errorf("mount %s at %s: %w", name, mountpoint, err)
