@@ -3,7 +3,9 @@ package fs
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -26,7 +28,18 @@ type imageNode struct {
 
 	mu  sync.Mutex
 	src cache.BlockSource // opened on first open, kept for the node's life
+
+	// failedAt (unix ns) is when a read last failed. Through the page cache
+	// one read(2) can become several FUSE reads: the kernel retries a failed
+	// read-ahead page by page. Each would wait out the source's whole retry
+	// budget again, so reads right after a failure fail at once.
+	failedAt atomic.Int64
 }
+
+// failFast is how long after a failed read further reads of the file fail
+// without trying: long enough to cover the kernel's own retries, short
+// enough that a read shortly after the backend returns succeeds.
+const failFast = 2 * time.Second
 
 type dataNode struct {
 	gofs.Inode
@@ -199,15 +212,23 @@ func (n *imageNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 }
 
 func (n *imageNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if t := n.failedAt.Load(); t != 0 && time.Since(time.Unix(0, t)) < failFast {
+		return nil, syscall.EIO
+	}
 	src, err := n.source(ctx)
 	if err == nil {
 		var k int
 		k, err = n.t.readImage(ctx, src, n.img, dest, off)
 		if err == nil {
+			n.failedAt.Store(0)
 			return fuse.ReadResultData(dest[:k]), 0
 		}
 	}
-	return nil, translateError(n.t.log, "read", err)
+	errno := translateError(n.t.log, "read", err)
+	if errno == syscall.EIO {
+		n.failedAt.Store(time.Now().UnixNano())
+	}
+	return nil, errno
 }
 
 func (n *imageNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
