@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const (
@@ -420,5 +421,44 @@ func TestExportsOverAPI(t *testing.T) {
 	}
 	if _, ok := ex.Lookup(uuidA + "/queued"); ok {
 		t.Error("queued image exported")
+	}
+}
+
+// TestExportLookupIgnoresHungDomain: a Glance that never answers must not
+// hold up the lookup of another domain's export.
+func TestExportLookupIgnoresHungDomain(t *testing.T) {
+	e := newTestEnv(t)
+	e.net.glance("http://a").add("img-a", "a.raw", "active", []byte("aaaa"))
+	gb := e.net.glance("http://b")
+	gb.add("img-b", "b.raw", "active", []byte("bb"))
+	r := e.start()
+	for _, s := range []DomainSpec{{Name: "a", URL: "http://a", UUID: uuidA}, {Name: "b", URL: "http://b", UUID: uuidB}} {
+		if _, err := r.c.AddDomain(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ex := &exports{d: r.d}
+	if _, ok := ex.Lookup(uuidA + "/img-a"); !ok { // lists a
+		t.Fatal("lookup with both domains up failed")
+	}
+	hang := make(chan struct{})
+	defer close(hang)
+	gb.mu.Lock()
+	gb.hang = hang
+	gb.mu.Unlock()
+	for _, d := range r.d.domainList() {
+		if d.record().UUID == uuidB {
+			d.cat.invalidate() // b must be asked again, and hangs
+		}
+	}
+	start := time.Now()
+	if _, ok := ex.Lookup(uuidA + "/img-a"); !ok {
+		t.Error("lookup of a healthy domain's export failed while another domain hangs")
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("lookup took %v while another domain hangs, want well under 1s", el)
+	}
+	if _, ok := ex.Lookup("img-a"); !ok { // a's listing is in memory; b has none and is asked, bounded
+		t.Error("short name of a healthy domain's export not found")
 	}
 }

@@ -23,6 +23,7 @@ type fakeGlance struct {
 	images  []glance.Image
 	data    map[string][]byte
 	listErr error
+	hang    chan struct{} // when set, List waits for it (or ctx): a Glance that never answers
 	lists   int
 	reads   atomic.Int64 // ReadAt calls on its sources
 }
@@ -55,6 +56,16 @@ func (f *fakeGlance) listCount() int {
 }
 
 func (f *fakeGlance) List(ctx context.Context) ([]glance.Image, error) {
+	f.mu.Lock()
+	hang := f.hang
+	f.mu.Unlock()
+	if hang != nil {
+		select {
+		case <-hang:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lists++

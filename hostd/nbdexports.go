@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/glancegw/glancegw/glance"
@@ -57,20 +58,47 @@ func exportNames(sdUUIDs []string, images [][]glance.Image) []namedImage {
 	return out
 }
 
-// named lists the exports of every domain whose catalog answers.
-func (e *exports) named(ctx context.Context, refresh bool) ([]namedImage, []*domain) {
+// listPolicy says how named gets a domain's listing.
+type listPolicy int
+
+const (
+	fromMemory listPolicy = iota // the last listing, however old (Glance only if there is none)
+	byTTL                        // the catalog's own rule: Glance when the listing is older than its TTL
+	forced                       // Glance again (rate-limited by the catalog)
+)
+
+// named lists the exports of the domains, each domain's listing got as
+// policy(dom) says. Domains that need Glance are listed concurrently, so one
+// Glance that hangs costs ctx's bound at most, and only when it is asked.
+// only, when set, is the one sdUUID whose images are wanted: a qualified
+// export name depends on no other domain.
+func (e *exports) named(ctx context.Context, only string, policy func(*domain) listPolicy) ([]namedImage, []*domain) {
 	doms := e.d.domainList()
 	uuids := make([]string, len(doms))
 	images := make([][]glance.Image, len(doms))
+	var wg sync.WaitGroup
 	for i, dom := range doms {
 		uuids[i] = dom.record().UUID
-		imgs, err := dom.images(ctx, refresh)
-		if err != nil {
-			dom.logger().Debug("domain left out of NBD exports", "err", err)
+		if only != "" && !strings.EqualFold(uuids[i], only) {
 			continue
 		}
-		images[i] = imgs
+		p := policy(dom)
+		if l := dom.cat.last(); l != nil && p == fromMemory {
+			images[i] = l.images
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			imgs, err := dom.images(ctx, p == forced)
+			if err != nil {
+				dom.logger().Debug("domain left out of NBD exports", "err", err)
+				return
+			}
+			images[i] = imgs
+		}()
 	}
+	wg.Wait()
 	return exportNames(uuids, images), doms
 }
 
@@ -82,11 +110,13 @@ func (e *exports) export(ctx context.Context, n namedImage, doms []*domain) (nbd
 	return nbd.Export{Name: n.Name, Description: n.Image.Name, Source: src}, true
 }
 
+func memory(*domain) listPolicy { return fromMemory }
+
 // List implements nbd.Exports.
 func (e *exports) List() []nbd.Export {
 	ctx, cancel := context.WithTimeout(e.d.life, exportLookupTimeout)
 	defer cancel()
-	names, doms := e.named(ctx, false)
+	names, doms := e.named(ctx, "", memory)
 	out := make([]nbd.Export, 0, len(names))
 	for _, n := range names {
 		if ex, ok := e.export(ctx, n, doms); ok {
@@ -96,13 +126,20 @@ func (e *exports) List() []nbd.Export {
 	return out
 }
 
-// Lookup implements nbd.Exports. A miss lists Glance again (rate-limited by
-// the catalogs) so an image uploaded a moment ago is exportable at once.
+// Lookup implements nbd.Exports. It answers from the listings in memory; a
+// miss lists Glance again (rate-limited by the catalogs) so an image
+// uploaded a moment ago is exportable at once. A name <sdUUID>/<id> asks
+// only that domain's Glance.
 func (e *exports) Lookup(name string) (nbd.Export, bool) {
 	ctx, cancel := context.WithTimeout(e.d.life, exportLookupTimeout)
 	defer cancel()
-	for _, refresh := range []bool{false, true} {
-		names, doms := e.named(ctx, refresh)
+	only, _, qualified := strings.Cut(name, "/")
+	if !qualified {
+		only = ""
+	}
+	again := func(*domain) listPolicy { return forced }
+	for _, policy := range []func(*domain) listPolicy{memory, again} {
+		names, doms := e.named(ctx, only, policy)
 		for _, n := range names {
 			if n.Name == name {
 				return e.export(ctx, n, doms)
@@ -139,7 +176,7 @@ func queryEscapePath(p string) string {
 // Exports lists the NBD exports with their URIs, for the API.
 func (d *Daemon) Exports(ctx context.Context) []Export {
 	e := &exports{d: d}
-	names, _ := e.named(ctx, false)
+	names, _ := e.named(ctx, "", func(*domain) listPolicy { return byTTL })
 	d.mu.RLock()
 	tcp := d.nbdTCP
 	d.mu.RUnlock()
