@@ -71,6 +71,10 @@ func setup(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// nginx's workers (not root) serve the local copies from here.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	g, err := harness.StartGlance(ctx, harness.GlanceConfig{
 		Port: glancePort, KeystonePort: keystonePort,
