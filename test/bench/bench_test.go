@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -45,9 +46,16 @@ func TestBench(t *testing.T) {
 	e := setup(t)
 	// Each group reports as soon as it is done, so a late failure keeps the
 	// figures already measured.
-	report(t, benchMount(e))
-	report(t, benchNBD(e))
-	report(t, benchTransfer(e))
+	// GLANCEGW_BENCH_ONLY=nbd,transfer runs only those groups.
+	only := os.Getenv("GLANCEGW_BENCH_ONLY")
+	for _, g := range []struct {
+		name string
+		run  func(*env) []row
+	}{{"mount", benchMount}, {"nbd", benchNBD}, {"transfer", benchTransfer}} {
+		if only == "" || slices.Contains(strings.Split(only, ","), g.name) {
+			report(t, g.run(e))
+		}
+	}
 }
 
 func setup(t *testing.T) *env {
