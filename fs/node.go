@@ -31,15 +31,17 @@ type imageNode struct {
 
 	// failedAt (unix ns) is when a read last failed. Through the page cache
 	// one read(2) can become several FUSE reads: the kernel retries a failed
-	// read-ahead page by page. Each would wait out the source's whole retry
-	// budget again, so reads right after a failure fail at once.
+	// read-ahead page by page, and each would wait out the source's whole
+	// retry budget again. So for a while after a failure a read waits only
+	// a short time: enough for a Glance that is back (or a fetch still in
+	// flight that now completes), not a second full budget.
 	failedAt atomic.Int64
 }
 
-// failFast is how long after a failed read further reads of the file fail
-// without trying: long enough to cover the kernel's own retries, short
-// enough that a read shortly after the backend returns succeeds.
-const failFast = 2 * time.Second
+const (
+	recentFailure = 30 * time.Second // how long a failure shortens reads
+	shortWait     = 5 * time.Second  // the wait of a read after a failure
+)
 
 type dataNode struct {
 	gofs.Inode
@@ -212,8 +214,10 @@ func (n *imageNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 }
 
 func (n *imageNode) Read(ctx context.Context, f gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if t := n.failedAt.Load(); t != 0 && time.Since(time.Unix(0, t)) < failFast {
-		return nil, syscall.EIO
+	if t := n.failedAt.Load(); t != 0 && time.Since(time.Unix(0, t)) < recentFailure {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, shortWait)
+		defer cancel()
 	}
 	src, err := n.source(ctx)
 	if err == nil {

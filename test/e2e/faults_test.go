@@ -31,7 +31,9 @@ func TestGlanceDown(t *testing.T) {
 	requireBinary(t)
 	ctx := context.Background()
 	g := startGlance(t, harness.GlanceConfig{Port: faultGlancePort})
-	data := harness.RandomBytes(11, 48<<20)
+	// Offsets read below lie 40 MiB apart: beyond the cache's read-ahead
+	// (16 MiB) and the kernel's, so each is fetched from Glance.
+	data := harness.RandomBytes(11, 96<<20)
 	img, err := g.CreateImage(ctx, "fault.raw", "raw", data)
 	if err != nil {
 		t.Fatal(err)
@@ -119,19 +121,19 @@ func TestGlanceDown(t *testing.T) {
 
 	t.Run("fuse-hung", func(t *testing.T) {
 		hung(t)
-		fuseFails(t, 16<<20)
+		fuseFails(t, 40<<20)
 		if err := g.Resume(); err != nil {
 			t.Fatal(err)
 		}
-		fuseWorks(t, 16<<20)
+		fuseWorks(t, 40<<20)
 	})
 	t.Run("fuse-refused", func(t *testing.T) {
 		gone(t)
-		fuseFails(t, 32<<20)
+		fuseFails(t, 80<<20)
 		if err := g.Restart(ctx); err != nil {
 			t.Fatal(err)
 		}
-		fuseWorks(t, 32<<20)
+		fuseWorks(t, 80<<20)
 	})
 	t.Run("nbd-hung", func(t *testing.T) {
 		q := startQemuIO(t, "nbd+unix:///"+sd+"/"+nbdHung.ID+"?socket="+d.NBDSocket)
