@@ -10,7 +10,6 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin/glancegw
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-# Takes effect once hostd.Version is a var (it is a const today).
 LDFLAGS := -X github.com/glancegw/glancegw/hostd.Version=$(VERSION)
 TEST_TIMEOUT ?= 18m
 APT_PKGS := qemu-utils libnbd-bin nbdkit fuse3 nginx curl python3-openstackclient
