@@ -363,32 +363,24 @@ func BenchmarkRealSequential(b *testing.B) {
 	img := uploaded(b, c, "bench", data, size)
 	ctx := context.Background()
 
-	b.Run("Source-1MiB-reads", func(b *testing.B) {
-		b.SetBytes(size)
-		p := make([]byte, 1<<20)
-		for b.Loop() {
-			src := c.Source("dom", img)
-			for off := int64(0); off < size; off += int64(len(p)) {
-				if _, err := src.ReadAt(ctx, p, off); err != nil {
-					b.Fatal(err)
+	for _, rs := range []struct {
+		name string
+		size int
+	}{{"Source-1MiB-reads", 1 << 20}, {"Source-128KiB-reads", 128 << 10}} {
+		b.Run(rs.name, func(b *testing.B) {
+			b.SetBytes(size)
+			p := make([]byte, rs.size)
+			for b.Loop() {
+				src := c.Source("dom", img)
+				for off := int64(0); off < size; off += int64(len(p)) {
+					if _, err := src.ReadAt(ctx, p, off); err != nil {
+						b.Fatal(err)
+					}
 				}
+				src.Close()
 			}
-			src.Close()
-		}
-	})
-	b.Run("Source-128KiB-reads", func(b *testing.B) {
-		b.SetBytes(size)
-		p := make([]byte, 128<<10)
-		for b.Loop() {
-			src := c.Source("dom", img)
-			for off := int64(0); off < size; off += int64(len(p)) {
-				if _, err := src.ReadAt(ctx, p, off); err != nil {
-					b.Fatal(err)
-				}
-			}
-			src.Close()
-		}
-	})
+		})
+	}
 	b.Run("PlainGET", func(b *testing.B) {
 		b.SetBytes(size)
 		for b.Loop() {
