@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -30,8 +32,8 @@ func (c *Client) Upload(ctx context.Context, id string, r io.Reader, size int64)
 		if err != nil {
 			return fmt.Errorf("%s: %w", op, err)
 		}
-		body := &uploadBody{r: r}
-		resp, err := c.putFile(ctx, id, tok, body, size)
+		body := newUploadBody(r)
+		resp, release, err := c.putFile(ctx, id, tok, body, size)
 		if err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("%s: %w", op, ctx.Err())
@@ -40,6 +42,9 @@ func (c *Client) Upload(ctx context.Context, id string, r io.Reader, size int64)
 		}
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		resp.Body.Close()
+		// Glance may answer before it read the whole body; r is the
+		// caller's again only once the transport let go of it.
+		release()
 		switch {
 		case resp.StatusCode >= 200 && resp.StatusCode < 300:
 			c.log.Debug("glance upload done", "image", id, "bytes", body.n.Load())
@@ -59,20 +64,32 @@ func (c *Client) Upload(ctx context.Context, id string, r io.Reader, size int64)
 	}
 }
 
-func (c *Client) putFile(ctx context.Context, id, tok string, body *uploadBody, size int64) (*http.Response, error) {
+// putFile sends the PUT. release, to be called once the response is read,
+// ends the request and returns when the transport no longer reads body
+// (net/http may read it after Do returned); on error putFile releases it.
+func (c *Client) putFile(ctx context.Context, id, tok string, body *uploadBody, size int64) (resp *http.Response, _ func(), err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	body.watch(c.idleTimeout, c.uploadFinish, cancel)
-	defer body.stop()
+	release := func() {
+		body.stop()
+		cancel(nil) // closes a connection still writing the body
+		body.waitClosed(releaseWait, c.log)
+	}
+	defer func() {
+		if err != nil {
+			release()
+		}
+	}()
 
 	var rd io.Reader = body
 	if size == 0 {
 		rd = http.NoBody // a 0 length with a non-nil body would mean "unknown"
+		body.Close()
 		body.finished()
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.FileURL(id), rd)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	req.ContentLength = size
 	if size < 0 {
@@ -83,15 +100,19 @@ func (c *Client) putFile(ctx context.Context, id, tok string, body *uploadBody, 
 	if tok != "" {
 		req.Header.Set("X-Auth-Token", tok)
 	}
-	resp, err := c.uploadHC.Do(req)
+	resp, err = c.uploadHC.Do(req)
 	if err != nil {
 		if cause := context.Cause(ctx); errors.Is(cause, ErrIdleTimeout) || errors.Is(cause, ErrNoAnswer) {
-			return nil, cause
+			return nil, nil, cause
 		}
-		return nil, err
+		return nil, nil, err
 	}
-	return resp, nil
+	return resp, release, nil
 }
+
+// releaseWait bounds the wait for the transport to close an upload body
+// after its request ended: a Read blocked in the producer is its to end.
+const releaseWait = 30 * time.Second
 
 // uploadBody counts what the transport took from r and bounds every wait
 // of an upload: between the transport's reads a timer runs, so a server
@@ -105,6 +126,31 @@ type uploadBody struct {
 	finish time.Duration
 	cause  atomic.Value // error the timer cancels with
 	timer  *time.Timer
+
+	closeOnce sync.Once
+	closed    chan struct{} // the transport closed the body: no Read follows
+}
+
+func newUploadBody(r io.Reader) *uploadBody {
+	return &uploadBody{r: r, closed: make(chan struct{})}
+}
+
+// Close is called by the transport when it is done with the body, on
+// success and on error.
+func (b *uploadBody) Close() error {
+	b.closeOnce.Do(func() { close(b.closed) })
+	return nil
+}
+
+// waitClosed waits up to bound for Close.
+func (b *uploadBody) waitClosed(bound time.Duration, log *slog.Logger) {
+	t := time.NewTimer(bound)
+	defer t.Stop()
+	select {
+	case <-b.closed:
+	case <-t.C:
+		log.Warn("glance upload: the HTTP transport still holds the request body", "after", bound)
+	}
 }
 
 // watch arms nothing yet: until the first Read returns, dialing and the
