@@ -3,8 +3,11 @@ package glance
 import (
 	"errors"
 	"fmt"
+	"html"
 	"net/http"
+	"regexp"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/gophercloud/gophercloud/v2"
 )
@@ -96,13 +99,27 @@ func retryableStatus(status int) bool {
 	return status >= 500 || status == http.StatusRequestTimeout || status == http.StatusTooManyRequests
 }
 
-// bodySnippet trims a response body for an error message.
+// HTML that bodySnippet drops: blocks whose text is not the message (the
+// head repeats the h1 as title), then any tag or comment.
+var (
+	htmlBlocks = regexp.MustCompile(`(?is)<(head|script|style)\b.*?</(head|script|style)\s*>|<!--.*?-->`)
+	htmlTags   = regexp.MustCompile(`<[!/?]?[a-zA-Z][^<>]*>`)
+)
+
+// bodySnippet makes a response body one readable line for an error
+// message: HTML error pages (webob's) lose their tags and entities,
+// whitespace is collapsed, and the result is at most 200 characters.
 func bodySnippet(b []byte) string {
 	const max = 200
-	s := strings.TrimSpace(string(b))
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > max {
-		s = s[:max] + "…"
+	s := string(b)
+	if htmlTags.MatchString(s) {
+		s = htmlBlocks.ReplaceAllString(s, " ")
+		s = htmlTags.ReplaceAllString(s, " ")
+		s = html.UnescapeString(s)
+	}
+	s = strings.Join(strings.Fields(strings.ToValidUTF8(s, "\uFFFD")), " ")
+	if utf8.RuneCountInString(s) > max {
+		s = string([]rune(s)[:max]) + "…"
 	}
 	return s
 }
