@@ -509,3 +509,39 @@ func TestIntersperse(t *testing.T) {
 		}
 	}
 }
+
+// The --socket flag wins over GLANCEGW_SOCKET wherever it is given; the
+// environment only replaces the default.
+func TestSocketFlagBeatsEnv(t *testing.T) {
+	tc := newTestCLI()
+	t.Setenv("GLANCEGW_SOCKET", "/tmp/env.sock")
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--socket", "/tmp/flag.sock", "serve"}, "/tmp/flag.sock"},
+		{[]string{"serve", "--socket", "/tmp/flag.sock"}, "/tmp/flag.sock"},
+		{[]string{"--socket", "/tmp/g.sock", "serve", "--socket", "/tmp/s.sock"}, "/tmp/s.sock"},
+		{[]string{"serve"}, "/tmp/env.sock"},
+	} {
+		tc.served = nil
+		if code := tc.run(tt.args...); code != 0 || tc.served == nil {
+			t.Fatalf("%v: exit %d: %s", tt.args, code, tc.err.String())
+		}
+		if tc.served.Socket != tt.want {
+			t.Errorf("%v: serve listens on %q, want %q", tt.args, tc.served.Socket, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--socket", "/tmp/flag.sock", "status"}, "/tmp/flag.sock"},
+		{[]string{"status"}, "/tmp/env.sock"},
+	} {
+		tc.run(tt.args...)
+		if got := tc.sockets[len(tc.sockets)-1]; got != tt.want {
+			t.Errorf("%v: client uses %q, want %q", tt.args, got, tt.want)
+		}
+	}
+}

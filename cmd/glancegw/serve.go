@@ -35,7 +35,10 @@ Examples:
 			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request"},
 			&cli.BoolFlag{Name: "direct-io", Usage: "serve mounted files with direct I/O instead of through the kernel page cache (faster first reads, slower re-reads)"},
 			// Repeated from the global flags so they work after "serve" too.
-			&cli.StringFlag{Name: "socket", Value: hostd.DefaultSocket, EnvVars: []string{"GLANCEGW_SOCKET"}, Usage: "the API socket `PATH`"},
+			// No EnvVars here: urfave/cli counts a flag set from the
+			// environment as set, and lookupString would then prefer
+			// GLANCEGW_SOCKET to a global --socket. The global flag reads it.
+			&cli.StringFlag{Name: "socket", Value: hostd.DefaultSocket, Usage: "the API socket `PATH` (same as the global --socket; env GLANCEGW_SOCKET)"},
 			&cli.BoolFlag{Name: "debug", Usage: "log at debug level"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "`LEVEL` of log output: debug, info, warn or error"},
 		},
