@@ -139,11 +139,14 @@ func (e *env) domainEditCommand() *cli.Command {
 		ArgsUsage: "D",
 		Description: `Changes only the settings given. Switching --auth drops the credentials of the
 old kind. A mounted domain keeps its mount and reads through the new settings.
+Without flags, GLANCEGW_PASSWORD (keystone) or GLANCEGW_TOKEN (token) replaces
+the domain's secret.
 
 Examples:
    glancegw domain edit iso --url http://glance2:9292
    glancegw domain edit iso --name iso-old
    glancegw domain edit prod --password-file /etc/glancegw/prod.password
+   GLANCEGW_PASSWORD=$(cat prod.password) glancegw domain edit prod
    glancegw domain edit prod --auth none`,
 		Flags: append(connectionFlags(),
 			&cli.StringFlag{Name: "name", Usage: "new `NAME`"},
@@ -158,7 +161,19 @@ Examples:
 			if err != nil {
 				return err
 			}
-			d, err := e.clientOf(c).EditDomain(c.Context, a[0], p)
+			cl := e.clientOf(c)
+			if p == (hostd.DomainPatch{}) {
+				// No flag: a secret in the environment is the change,
+				// for the kind of auth the domain has.
+				cur, err := cl.Domain(c.Context, a[0])
+				if err != nil {
+					return err
+				}
+				if p, err = envSecretPatch(cur, e.getenv); err != nil {
+					return err
+				}
+			}
+			d, err := cl.EditDomain(c.Context, a[0], p)
 			if err != nil {
 				return err
 			}
@@ -169,7 +184,8 @@ Examples:
 
 // domainPatch maps edit's flags to the API's DomainPatch: only flags given
 // are sent. A secret comes from its file flag, or from the environment when
-// the auth kind is being set to the kind that uses it.
+// the auth kind is being set to the kind that uses it. Without any flag the
+// patch is empty, and envSecretPatch decides.
 func domainPatch(c *cli.Context, getenv func(string) string) (hostd.DomainPatch, error) {
 	var p hostd.DomainPatch
 	str := func(flag string, dst **string) {
@@ -223,10 +239,32 @@ func domainPatch(c *cli.Context, getenv func(string) string) (hostd.DomainPatch,
 			*s.dst = &v
 		}
 	}
-	if p == (hostd.DomainPatch{}) {
-		return p, usageError{errors.New("domain edit: nothing to change (see --help)")}
+	if p == (hostd.DomainPatch{}) && getenv("GLANCEGW_TOKEN") == "" && getenv("GLANCEGW_PASSWORD") == "" {
+		return p, errNothingToChange
 	}
 	return p, nil
+}
+
+var errNothingToChange = usageError{errors.New("domain edit: nothing to change (see --help)")}
+
+// envSecretPatch is the edit given by the environment alone: the secret of
+// the kind of auth domain d uses. A secret of another kind is refused
+// rather than ignored, so the user learns it was not applied.
+func envSecretPatch(d hostd.Domain, getenv func(string) string) (hostd.DomainPatch, error) {
+	tok, pw := getenv("GLANCEGW_TOKEN"), getenv("GLANCEGW_PASSWORD")
+	switch {
+	case d.Auth == "keystone" && pw != "":
+		return hostd.DomainPatch{Password: &pw}, nil
+	case d.Auth == "token" && tok != "":
+		return hostd.DomainPatch{Token: &tok}, nil
+	case pw != "":
+		return hostd.DomainPatch{}, usageError{fmt.Errorf("domain edit: GLANCEGW_PASSWORD is set but domain %s uses auth %s, "+
+			"not keystone; to switch, give --auth keystone --auth-url URL --username U --project P", d.Name, d.Auth)}
+	case tok != "":
+		return hostd.DomainPatch{}, usageError{fmt.Errorf("domain edit: GLANCEGW_TOKEN is set but domain %s uses auth %s, "+
+			"not token; to switch, give --auth token", d.Name, d.Auth)}
+	}
+	return hostd.DomainPatch{}, errNothingToChange
 }
 
 // secret reads a secret from the file named by flag, else from env. Secrets

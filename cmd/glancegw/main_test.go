@@ -545,3 +545,62 @@ func TestSocketFlagBeatsEnv(t *testing.T) {
 		}
 	}
 }
+
+// GLANCEGW_TOKEN / GLANCEGW_PASSWORD alone are an edit of the secret the
+// domain's auth uses; a secret of another kind is a usage error.
+func TestDomainEditSecretFromEnvAlone(t *testing.T) {
+	tests := []struct {
+		name     string
+		auth     string // the domain's auth kind
+		env      map[string]string
+		code     int
+		want     map[string]any // PATCH body; nil: no PATCH sent
+		errWants string
+	}{
+		{"password for keystone", "keystone", map[string]string{"GLANCEGW_PASSWORD": "pw-env"}, 0,
+			map[string]any{"password": "pw-env"}, ""},
+		{"token for token", "token", map[string]string{"GLANCEGW_TOKEN": "tok-env"}, 0,
+			map[string]any{"token": "tok-env"}, ""},
+		{"both set, keystone takes the password", "keystone",
+			map[string]string{"GLANCEGW_TOKEN": "tok-env", "GLANCEGW_PASSWORD": "pw-env"}, 0,
+			map[string]any{"password": "pw-env"}, ""},
+		{"token for keystone", "keystone", map[string]string{"GLANCEGW_TOKEN": "tok-env"}, exitUsage, nil,
+			"GLANCEGW_TOKEN"},
+		{"password for none", "none", map[string]string{"GLANCEGW_PASSWORD": "pw-env"}, exitUsage, nil,
+			"--auth keystone"},
+		{"nothing at all", "keystone", nil, exitUsage, nil, "nothing to change"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tc := newTestCLI()
+			tc.env = tt.env
+			tc.api.answer = func(m, p string) (int, any) {
+				return 200, map[string]any{"name": "d1", "uuid": "5e1b7f4a-1c1d-4a5e-9d0e-0a6c3f2b9e11", "auth": tt.auth}
+			}
+			code := tc.run("domain", "edit", "d1")
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d: %s", code, tt.code, tc.err.String())
+			}
+			if !strings.Contains(tc.err.String(), tt.errWants) {
+				t.Errorf("stderr %q lacks %q", tc.err.String(), tt.errWants)
+			}
+			for _, s := range []string{"pw-env", "tok-env"} {
+				if strings.Contains(tc.err.String()+tc.out.String(), s) {
+					t.Errorf("secret %q printed", s)
+				}
+			}
+			var patch *recorded
+			for i, r := range tc.api.reqs {
+				if r.Method == "PATCH" {
+					patch = &tc.api.reqs[i]
+				}
+			}
+			switch {
+			case tt.want == nil && patch != nil:
+				t.Errorf("sent %+v", *patch)
+			case tt.want != nil && (patch == nil || patch.Path != "/v1/domains/d1" || !reflect.DeepEqual(patch.Body, tt.want)):
+				t.Errorf("sent %+v, want PATCH /v1/domains/d1 %v", patch, tt.want)
+			}
+		})
+	}
+}
