@@ -131,8 +131,16 @@ func fromGophercloud(op string, err error, unauthorized error) error {
 	if err == nil {
 		return nil
 	}
+	// gophercloud returns this one as a pointer.
 	var reauth gophercloud.ErrUnableToReauthenticate
-	if errors.As(err, &reauth) {
+	var preauth *gophercloud.ErrUnableToReauthenticate
+	if errors.As(err, &preauth) && preauth != nil {
+		reauth = *preauth
+	}
+	if reauth.ErrReauth != nil || errors.As(err, &reauth) {
+		if AuthFailed(reauth.ErrReauth) {
+			return fmt.Errorf("%s: %w; keystone re-authentication failed: %w", op, unauthorized, reauth.ErrReauth)
+		}
 		return fmt.Errorf("%s: re-authentication failed: %w", op, reauth.ErrReauth)
 	}
 	var ue gophercloud.ErrUnexpectedResponseCode
@@ -145,4 +153,34 @@ func fromGophercloud(op string, err error, unauthorized error) error {
 		return he
 	}
 	return fmt.Errorf("%s: %w", op, err)
+}
+
+// AuthFailed reports whether err means Glance or Keystone refused the
+// credentials: a 401 that a re-authentication did not cure, a rejected
+// fixed token, or Keystone answering 401 to the password. An outage of
+// either is not one.
+func AuthFailed(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrTokenRejected) {
+		return true
+	}
+	// Keystone's answer comes as gophercloud's error, by value or by
+	// pointer; a failed re-authentication does not unwrap to it.
+	var ue gophercloud.ErrUnexpectedResponseCode
+	var pue *gophercloud.ErrUnexpectedResponseCode
+	var reauth gophercloud.ErrUnableToReauthenticate
+	var preauth *gophercloud.ErrUnableToReauthenticate
+	switch {
+	case errors.As(err, &ue):
+		return ue.Actual == http.StatusUnauthorized
+	case errors.As(err, &pue) && pue != nil:
+		return pue.Actual == http.StatusUnauthorized
+	case errors.As(err, &reauth):
+		return AuthFailed(reauth.ErrReauth)
+	case errors.As(err, &preauth) && preauth != nil:
+		return AuthFailed(preauth.ErrReauth)
+	}
+	return false
 }

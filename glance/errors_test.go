@@ -4,8 +4,13 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -76,4 +81,105 @@ func TestHTTPErrorHTMLBody(t *testing.T) {
 			t.Errorf("%s: message %q, want the page's text on one line", what, msg)
 		}
 	}
+}
+
+// AuthFailed tells a refusal of the credentials (by Glance or by Keystone,
+// at the first authentication or at a re-authentication) from an outage.
+func TestAuthFailed(t *testing.T) {
+	ctx := context.Background()
+	g := newFakeGlance(t)
+	img := g.add("x", randomBytes(1000, 32))
+	k := newFakeKeystone(t, g, "right", time.Hour)
+	// Keystone behind a switch: refusing answers 401 as if the password
+	// had been changed there.
+	var refuse atomic.Bool
+	ks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if refuse.Load() {
+			http.Error(w, `{"error":{"code":401,"title":"Unauthorized"}}`, http.StatusUnauthorized)
+			return
+		}
+		httputil.NewSingleHostReverseProxy(mustParseURL(t, k.srv.URL)).ServeHTTP(w, r)
+	}))
+	t.Cleanup(ks.Close)
+	keystone := func(pw string) Config {
+		cfg := fastConfig(g.srv.URL)
+		cfg.Auth = Auth{Type: AuthKeystone, AuthURL: ks.URL + "/v3", Username: "admin", Password: pw, Project: "admin"}
+		return cfg
+	}
+
+	_, errBadPassword := New(ctx, keystone("wrong"), nil)
+
+	c, err := New(ctx, keystone("right"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refuse.Store(true)
+	g.allowToken(k.lastToken(), false) // the token expires; re-authentication is refused
+	_, errReauthList := c.List(ctx)
+	src := c.Source("d", img)
+	closeSource(t, src)
+	_, errReauthRead := src.ReadAt(ctx, make([]byte, 10), 0)
+
+	tok := fastConfig(g.srv.URL)
+	tok.Auth = Auth{Type: AuthToken, Token: "stale"}
+	ct, err := New(ctx, tok, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, errToken := ct.List(ctx)
+	cn, err := New(ctx, fastConfig(g.srv.URL), nil) // no auth, but Glance wants one
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, errNone := cn.List(ctx)
+
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "<html><body>503 Service Unavailable</body></html>", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(down.Close)
+	cd, err := New(ctx, fastConfig(down.URL), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err503 := cd.List(ctx)
+	ks.Close() // Keystone gone: no answer at all
+	_, errKeystoneDown := New(ctx, keystone("right"), nil)
+	_, errRefused := New(ctx, Config{URL: "http://127.0.0.1:1", Auth: Auth{Type: AuthKeystone,
+		AuthURL: "http://127.0.0.1:1/v3", Username: "a", Password: "b", Project: "c"}}, nil)
+
+	for _, tt := range []struct {
+		what string
+		err  error
+		want bool
+	}{
+		{"keystone refuses the password", errBadPassword, true},
+		{"keystone refuses the re-authentication of a list", errReauthList, true},
+		{"keystone refuses the re-authentication of a read", errReauthRead, true},
+		{"glance refuses a fixed token", errToken, true},
+		{"glance wants auth", errNone, true},
+		{"glance answers 503", err503, false},
+		{"keystone is down", errKeystoneDown, false},
+		{"nothing listens", errRefused, false},
+		{"no error", nil, false},
+	} {
+		if tt.want && tt.err == nil {
+			t.Errorf("%s: no error", tt.what)
+			continue
+		}
+		if got := AuthFailed(tt.err); got != tt.want {
+			t.Errorf("%s: AuthFailed(%v) = %v, want %v", tt.what, tt.err, got, tt.want)
+		}
+		if tt.err != nil && strings.Contains(tt.err.Error(), "right") {
+			t.Errorf("%s: the password leaks: %v", tt.what, tt.err)
+		}
+	}
+}
+
+func mustParseURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }

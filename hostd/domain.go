@@ -201,14 +201,15 @@ func (d *domain) backend(ctx context.Context) (backend, error) {
 		d.mu.Unlock()
 		return be, nil
 	}
-	cfg, version, name, log := glanceConfig(d.rec, d.sec), d.version, d.rec.Name, d.log
+	cfg, version, rec, log := glanceConfig(d.rec, d.sec), d.version, d.rec, d.log
+	name := rec.Name
 	d.mu.Unlock()
 
 	cctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	be, err := d.connect(cctx, cfg, log)
 	if err != nil {
-		err = unavailable(err, "domain %s: connect to Glance at %s", name, cfg.URL)
+		err = backendError(rec, err, "domain %s: connect to Glance at %s", name, cfg.URL)
 	}
 
 	d.mu.Lock()
@@ -232,7 +233,8 @@ func (d *domain) listImages(ctx context.Context) ([]glance.Image, error) {
 	defer cancel()
 	imgs, err := be.List(lctx)
 	if err != nil {
-		err = unavailable(err, "domain %s: list images", d.record().Name)
+		rec := d.record()
+		err = backendError(rec, err, "domain %s: list images", rec.Name)
 		d.logger().Warn("listing images failed", "err", err)
 	}
 	d.setError(err)
@@ -299,7 +301,8 @@ func (d *domain) Open(ctx context.Context, img fs.Image) (cache.BlockSource, err
 			if errors.As(err, &nf) && nf.NotFound() {
 				return nil, &kindError{kind: ErrNotFound, msg: fmt.Sprintf("domain %s: image %s", d.record().Name, img.ID), err: err}
 			}
-			return nil, unavailable(err, "domain %s: get image %s", d.record().Name, img.ID)
+			rec := d.record()
+			return nil, backendError(rec, err, "domain %s: get image %s", rec.Name, img.ID)
 		}
 	}
 	return d.openImage(ctx, gi)

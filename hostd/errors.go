@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/glancegw/glancegw/glance"
 	"github.com/glancegw/glancegw/hostd/transfer"
 )
 
@@ -15,6 +16,9 @@ var (
 	ErrConflict    = errors.New("conflict")
 	ErrBadRequest  = errors.New("bad request")
 	ErrUnavailable = errors.New("backend unavailable")
+	// ErrAuthFailed means Glance or Keystone refused a domain's
+	// credentials: new ones are needed, waiting does not help.
+	ErrAuthFailed = errors.New("Glance or Keystone rejected the credentials")
 
 	// ErrDaemonUnreachable is returned by Client when nothing answers on the
 	// socket.
@@ -29,14 +33,19 @@ var (
 type kindError struct {
 	kind error
 	msg  string
-	err  error // cause, may be nil
+	err  error  // cause, may be nil
+	hint string // what the user can do, after the cause; may be empty
 }
 
 func (e *kindError) Error() string {
+	s := e.msg
 	if e.err != nil {
-		return e.msg + ": " + e.err.Error()
+		s += ": " + e.err.Error()
 	}
-	return e.msg
+	if e.hint != "" {
+		s += "; " + e.hint
+	}
+	return s
 }
 
 // Unwrap exposes both the kind and the cause to errors.Is/As.
@@ -59,12 +68,42 @@ func conflict(format string, args ...any) error {
 	return &kindError{kind: ErrConflict, msg: fmt.Sprintf(format, args...)}
 }
 
-// unavailable marks err (from Glance) as a backend failure.
+// unavailable marks err (from Glance or Keystone) as a backend failure, or
+// as ErrAuthFailed when they refused the credentials. Callers that know
+// the domain use backendError, whose hint names it.
 func unavailable(err error, format string, args ...any) error {
 	if err == nil {
 		return nil
 	}
+	if glance.AuthFailed(err) {
+		return &kindError{kind: ErrAuthFailed, msg: fmt.Sprintf(format, args...), err: err,
+			hint: "set new credentials with: glancegw domain edit D --password-file FILE (or --token-file FILE)"}
+	}
 	return &kindError{kind: ErrUnavailable, msg: fmt.Sprintf(format, args...), err: err}
+}
+
+// backendError is unavailable for an error of domain rec's Glance, with a
+// hint that names the domain and the flag its kind of auth needs.
+func backendError(rec DomainRecord, err error, format string, args ...any) error {
+	err = unavailable(err, format, args...)
+	if ke, ok := err.(*kindError); ok && ke.kind == ErrAuthFailed {
+		ke.hint = credentialsHint(rec)
+	}
+	return err
+}
+
+func credentialsHint(rec DomainRecord) string {
+	switch rec.Auth {
+	case glance.AuthKeystone:
+		return fmt.Sprintf("Keystone or Glance rejected the credentials of domain %s: check its user, project and "+
+			"password, and set a new password with: glancegw domain edit %s --password-file FILE", rec.Name, rec.Name)
+	case glance.AuthToken:
+		return fmt.Sprintf("Glance rejected the token of domain %s (it may have expired): "+
+			"set a new one with: glancegw domain edit %s --token-file FILE", rec.Name, rec.Name)
+	default:
+		return fmt.Sprintf("Glance wants credentials that domain %s has none of: give them with: glancegw domain edit %s "+
+			"--auth-url URL --username U --project P --password-file FILE (or --token-file FILE)", rec.Name, rec.Name)
+	}
 }
 
 // Error codes of the API, one per kind.
@@ -73,6 +112,7 @@ const (
 	CodeConflict    = "conflict"
 	CodeBadRequest  = "bad_request"
 	CodeUnavailable = "unavailable"
+	CodeAuthFailed  = "auth_failed"
 	CodeInternal    = "internal"
 )
 
@@ -86,6 +126,10 @@ func classify(err error) (int, string) {
 		return 409, CodeConflict
 	case errors.Is(err, ErrBadRequest), errors.Is(err, transfer.ErrInvalid):
 		return 400, CodeBadRequest
+	case errors.Is(err, ErrAuthFailed):
+		// Before unavailable: a refusal is not an outage. 502: the
+		// daemon works, its upstream said no.
+		return 502, CodeAuthFailed
 	case errors.Is(err, ErrUnavailable):
 		return 503, CodeUnavailable
 	default:
@@ -114,6 +158,8 @@ func (e *APIError) Is(target error) bool {
 		return target == ErrBadRequest
 	case CodeUnavailable:
 		return target == ErrUnavailable
+	case CodeAuthFailed:
+		return target == ErrAuthFailed
 	}
 	return false
 }

@@ -112,14 +112,16 @@ func TestRealGlanceClient(t *testing.T) {
 		t.Errorf("meta = %v", meta)
 	}
 
-	// A wrong token: the domain stays, the error says so, exit code 6 kind.
+	// A wrong token: the domain stays, the error says so and how to fix
+	// it (auth_failed, exit code 7), and it is not an outage.
 	bad := "wrong"
 	if _, err := r.c.EditDomain(ctx, "real", DomainPatch{Token: &bad}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = r.c.Images(ctx, "real", true)
-	if !errors.Is(err, ErrUnavailable) {
-		t.Errorf("wrong token: %v, want unavailable", err)
+	if !errors.Is(err, ErrAuthFailed) || errors.Is(err, ErrUnavailable) ||
+		!strings.Contains(err.Error(), "glancegw domain edit real --token-file") {
+		t.Errorf("wrong token: %v, want auth_failed with a hint", err)
 	}
 	r.stop(t)
 	g.mu.Lock()

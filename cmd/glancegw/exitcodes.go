@@ -17,6 +17,7 @@ const (
 	exitNotFound    = 4   // not found (domain, image)
 	exitConflict    = 5   // conflict (already exists, already mounted)
 	exitBackend     = 6   // backend (Glance) unavailable
+	exitAuth        = 7   // Glance or Keystone rejected the credentials
 	exitCancelled   = 130 // a waited-for job was cancelled (as after SIGINT)
 )
 
@@ -28,6 +29,8 @@ const exitCodesHelp = `Exit codes:
      4  not found (domain, image)
      5  conflict (already exists, already mounted)
      6  backend (Glance) unavailable
+     7  Glance or Keystone rejected the credentials (glancegw domain edit
+        D --password-file FILE or --token-file FILE sets new ones)
    130  a job waited for (--wait, job wait) was cancelled; a failed or
         interrupted job gives 1`
 
@@ -56,6 +59,8 @@ func exitCode(err error) int {
 		return exitNotFound
 	case errors.Is(err, hostd.ErrConflict), errors.Is(err, hostd.ErrAlreadyRunning):
 		return exitConflict
+	case errors.Is(err, hostd.ErrAuthFailed):
+		return exitAuth
 	case errors.Is(err, hostd.ErrUnavailable):
 		return exitBackend
 	case errors.As(err, &ec):

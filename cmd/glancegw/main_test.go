@@ -248,6 +248,7 @@ func TestExitCodes(t *testing.T) {
 		{&hostd.APIError{Status: 409, Code: hostd.CodeConflict}, 5},
 		{fmt.Errorf("serve: %w", hostd.ErrAlreadyRunning), 5},
 		{&hostd.APIError{Status: 503, Code: hostd.CodeUnavailable}, 6},
+		{&hostd.APIError{Status: 502, Code: hostd.CodeAuthFailed}, 7},
 		{&hostd.APIError{Status: 500, Code: hostd.CodeInternal}, 1},
 	}
 	for _, tt := range tests {
@@ -261,7 +262,7 @@ func TestExitCodesEndToEnd(t *testing.T) {
 	tc := newTestCLI()
 	for code, status := range map[int][2]any{
 		4: {404, hostd.CodeNotFound}, 5: {409, hostd.CodeConflict}, 6: {503, hostd.CodeUnavailable},
-		2: {400, hostd.CodeBadRequest}, 1: {500, hostd.CodeInternal},
+		2: {400, hostd.CodeBadRequest}, 1: {500, hostd.CodeInternal}, 7: {502, hostd.CodeAuthFailed},
 	} {
 		tc.api.answer = func(string, string) (int, any) {
 			return status[0].(int), map[string]string{"error": "the message", "code": status[1].(string)}
@@ -297,7 +298,8 @@ func TestHelpHasExamples(t *testing.T) {
 	if code := tc.run("--help"); code != 0 {
 		t.Fatalf("--help: exit %d", code)
 	}
-	for _, want := range []string{"Exit codes", "3  the daemon is not reachable", "6  backend (Glance) unavailable", "GLANCEGW_SOCKET"} {
+	for _, want := range []string{"Exit codes", "3  the daemon is not reachable", "6  backend (Glance) unavailable",
+		"7  Glance or Keystone rejected the credentials", "GLANCEGW_SOCKET"} {
 		if !strings.Contains(tc.out.String(), want) {
 			t.Errorf("--help lacks %q:\n%s", want, tc.out.String())
 		}
