@@ -38,6 +38,11 @@ type ExportSpec struct {
 	Glance  Glance
 	Name    string // create a new image with this name
 	ImageID string // or upload into this image
+	// Created, when set, is called with the id of the image Export created,
+	// before any byte is sent, so the caller can record it for removal
+	// should the process die mid-upload. An error deletes the image and
+	// fails the export: no image is filled that was not recorded.
+	Created func(imageID string) error
 
 	URL    string
 	Header http.Header // sent with the PUT; never logged
@@ -93,6 +98,11 @@ func (e *Engine) Export(ctx context.Context, spec ExportSpec) (res ExportResult,
 				e.deleteImage(ctx, spec.Glance, img.ID)
 			}
 		}()
+		if spec.Created != nil {
+			if err := spec.Created(img.ID); err != nil {
+				return res, fmt.Errorf("transfer: export %s: record the new image %s: %w", spec.What, img.ID, err)
+			}
+		}
 	case spec.Glance != nil && spec.ImageID != "":
 		res.ImageID = spec.ImageID
 	case spec.URL != "":
