@@ -54,7 +54,7 @@ func (d *Daemon) handler() http.Handler {
 		if err := decodeBody(r, &m); err != nil {
 			return nil, err
 		}
-		return d.Mount(r.PathValue("d"), m.Mountpoint)
+		return d.Mount(r.Context(), r.PathValue("d"), m.Mountpoint)
 	}))
 	mux.HandleFunc("DELETE /v1/domains/{d}/mount", d.api(http.StatusOK, func(r *http.Request) (any, error) {
 		return d.Unmount(r.PathValue("d"))

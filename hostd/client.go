@@ -149,9 +149,10 @@ func (c *Client) Images(ctx context.Context, d string, refresh bool) ([]Image, e
 	return out, c.do(ctx, http.MethodGet, p, nil, &out)
 }
 
-// Mount mounts domain d at mountpoint (empty: the default).
-func (c *Client) Mount(ctx context.Context, d, mountpoint string) (Domain, error) {
-	var out Domain
+// Mount mounts domain d at mountpoint (empty: the default). The answer's
+// Warning says why the mounted domain could not be listed, if it could not.
+func (c *Client) Mount(ctx context.Context, d, mountpoint string) (MountAnswer, error) {
+	var out MountAnswer
 	return out, c.do(ctx, http.MethodPost, domainPath(d)+"/mount", MountRequest{Mountpoint: mountpoint}, &out)
 }
 

@@ -1,6 +1,7 @@
 package hostd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,13 +16,39 @@ func (d *Daemon) defaultMountpoint(rec DomainRecord) string {
 	return filepath.Join(d.cfg.MountRoot, rec.Name)
 }
 
+// MountAnswer is the answer of POST /v1/domains/{d}/mount: the domain,
+// and a warning when the mount is in place but the domain's first listing
+// failed (Glance down, credentials refused): the mount stays, since Glance
+// may come back, and the warning says what failed.
+type MountAnswer struct {
+	Domain
+	Warning string `json:"warning,omitempty"`
+}
+
 // Mount mounts the domain key at mountpoint (empty: the recorded one, else
-// <MountRoot>/<name>) and records it as mounted. Mounting a mounted domain at
-// the same place is a no-op; at another place it is a conflict.
-func (d *Daemon) Mount(key, mountpoint string) (Domain, error) {
+// <MountRoot>/<name>) and records it as mounted, then lists the domain once
+// within ctx and the listing's bound. Mounting a mounted domain at the same
+// place is a no-op; at another place it is a conflict.
+func (d *Daemon) Mount(ctx context.Context, key, mountpoint string) (MountAnswer, error) {
+	dom, err := d.mount(key, mountpoint)
+	if err != nil {
+		return MountAnswer{}, err
+	}
+	// Outside opMu: a hung Glance must not hold up other domains.
+	lctx, cancel := context.WithTimeout(ctx, d.cfg.GlanceTimeout)
+	defer cancel()
+	var warning string
+	if _, err := dom.images(lctx, false); err != nil {
+		warning = fmt.Sprintf("mounted, but the first listing failed (the mount stays and lists again on use): %v", err)
+		d.log.Warn("mounted a domain whose listing fails", "domain", dom.record().Name, "err", err)
+	}
+	return MountAnswer{Domain: dom.view(), Warning: warning}, nil
+}
+
+func (d *Daemon) mount(key, mountpoint string) (*domain, error) {
 	if mountpoint != "" {
 		if !filepath.IsAbs(mountpoint) {
-			return Domain{}, badRequest("mountpoint %q must be an absolute path", mountpoint)
+			return nil, badRequest("mountpoint %q must be an absolute path", mountpoint)
 		}
 		mountpoint = filepath.Clean(mountpoint)
 	}
@@ -29,14 +56,14 @@ func (d *Daemon) Mount(key, mountpoint string) (Domain, error) {
 	defer d.opMu.Unlock()
 	dom, err := d.find(key)
 	if err != nil {
-		return Domain{}, err
+		return nil, err
 	}
 	rec := dom.record()
 	if srv := dom.mounted(); srv != nil {
 		if mountpoint == "" || mountpoint == rec.Mountpoint {
-			return dom.view(), nil
+			return dom, nil
 		}
-		return Domain{}, conflict("domain %s is mounted at %s", rec.Name, rec.Mountpoint)
+		return nil, conflict("domain %s is mounted at %s", rec.Name, rec.Mountpoint)
 	}
 	if mountpoint == "" {
 		mountpoint = rec.Mountpoint
@@ -46,19 +73,19 @@ func (d *Daemon) Mount(key, mountpoint string) (Domain, error) {
 	}
 	for _, o := range d.domainList() {
 		if o != dom && o.mounted() != nil && o.record().Mountpoint == mountpoint {
-			return Domain{}, conflict("domain %s is mounted at %s", o.record().Name, mountpoint)
+			return nil, conflict("domain %s is mounted at %s", o.record().Name, mountpoint)
 		}
 	}
 	if err := d.mountLocked(dom, mountpoint); err != nil {
-		return Domain{}, err
+		return nil, err
 	}
 	rec.Mounted, rec.Mountpoint = true, mountpoint
 	if err := d.saveWith(d.domainList(), &rec); err != nil {
 		d.unmountTree(dom)
-		return Domain{}, err
+		return nil, err
 	}
 	dom.update(rec, dom.secrets())
-	return dom.view(), nil
+	return dom, nil
 }
 
 // mountLocked mounts the tree of dom at mountpoint. Callers hold opMu.

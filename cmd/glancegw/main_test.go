@@ -606,3 +606,37 @@ func TestDomainEditSecretFromEnvAlone(t *testing.T) {
 		})
 	}
 }
+
+// A mount whose first listing failed succeeds, with the daemon's warning
+// on stderr (and in the JSON answer).
+func TestMountWarning(t *testing.T) {
+	tc := newTestCLI()
+	warning := ""
+	tc.api.answer = func(m, p string) (int, any) {
+		return 200, map[string]any{"name": "iso", "uuid": "5e1b7f4a-1c1d-4a5e-9d0e-0a6c3f2b9e11",
+			"mountpoint": "/run/glancegw/mnt/iso", "mounted": true, "active": true, "warning": warning}
+	}
+	if code := tc.run("mount", "iso"); code != 0 || tc.err.Len() != 0 {
+		t.Fatalf("mount without warning: exit %d, stderr %q", code, tc.err.String())
+	}
+	warning = "mounted, but the first listing failed: domain iso: list images:\nconnection refused"
+	if code := tc.run("mount", "iso"); code != 0 {
+		t.Fatalf("mount with a warning: exit %d: %s", code, tc.err.String())
+	}
+	if !strings.Contains(tc.out.String(), "iso mounted at /run/glancegw/mnt/iso") {
+		t.Errorf("stdout = %q", tc.out.String())
+	}
+	if want := "glancegw: warning: mounted, but the first listing failed: domain iso: list images: connection refused\n"; tc.err.String() != want {
+		t.Errorf("stderr = %q, want %q", tc.err.String(), want)
+	}
+	if code := tc.run("mount", "iso", "--json"); code != 0 {
+		t.Fatalf("mount --json: exit %d", code)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(tc.out.Bytes(), &got); err != nil || got["warning"] != warning {
+		t.Errorf("JSON answer %s (%v): want the warning", tc.out.String(), err)
+	}
+	if !strings.Contains(tc.err.String(), "warning:") {
+		t.Errorf("--json: stderr %q lacks the warning", tc.err.String())
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 )
@@ -13,7 +14,8 @@ func (e *env) mountCommand() *cli.Command {
 		ArgsUsage: "D",
 		Description: `Mounts domain D as a read-only tree laid out like an oVirt ISO domain, at
 --mountpoint or <mount-root>/<name>. The daemon remembers it and mounts it
-again when it restarts, until "glancegw unmount D".
+again when it restarts, until "glancegw unmount D". When Glance cannot be
+listed the domain is mounted all the same, with a warning on stderr.
 
 Examples:
    glancegw mount iso
@@ -34,6 +36,10 @@ Examples:
 			d, err := e.clientOf(c).Mount(c.Context, a[0], mp)
 			if err != nil {
 				return err
+			}
+			if d.Warning != "" {
+				// Mounted all the same (Glance may come back): exit 0.
+				fmt.Fprintf(e.stderr, "glancegw: warning: %s\n", strings.Join(strings.Fields(d.Warning), " "))
 			}
 			if jsonOut(c) {
 				return e.printJSON(d)
