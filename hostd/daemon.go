@@ -45,6 +45,7 @@ type Daemon struct {
 	jobs        *jobManager
 	jobsChanged bool // jobs were marked interrupted at load
 	engine      *transfer.Engine
+	cleaner     *cleaner // deletes images of exports that did not succeed
 }
 
 // New checks cfg, applies its defaults and loads the recorded domains.
@@ -63,6 +64,9 @@ func New(cfg Config, log *slog.Logger) (*Daemon, error) {
 		return nil, err
 	}
 	d.jobsChanged = changed
+	d.cleaner = newCleaner(d.jobs, d.domainGlance, log.With("component", "cleanup"),
+		cfg.GlanceTimeout, cleanupEvery, cleanupGiveUp)
+	d.jobs.ended = d.cleaner.jobEnded
 	recs, err := d.store.load()
 	if err != nil {
 		return nil, err
@@ -154,7 +158,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	d.restoreMounts()
-	d.recoverJobs()
+	d.recoverJobs(life)
 	d.jobs.begin(life)
 
 	api := &http.Server{
@@ -193,16 +197,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.unmountAll()
 	stop()
 	wg.Wait()
+	d.cleaner.wait()
 	d.log.Info("stopped")
 	return runErr
 }
 
-// recoverJobs records jobs a stopped daemon left as interrupted and removes
-// the temporary files of their imports.
-func (d *Daemon) recoverJobs() {
+// recoverJobs records jobs a stopped daemon left as interrupted, removes
+// the temporary files of their imports and starts deleting, in the
+// background, the images their exports created.
+func (d *Daemon) recoverJobs(life context.Context) {
 	if d.jobsChanged {
 		d.jobs.save()
 	}
+	d.cleaner.begin(life)
 	removed, err := transfer.RemoveTemps(d.cfg.RepoRoot)
 	for _, p := range removed {
 		d.log.Info("removed the temporary file of an interrupted import", "path", p)

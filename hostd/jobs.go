@@ -57,6 +57,10 @@ type jobManager struct {
 	wg     sync.WaitGroup
 	life   context.Context
 	stop   context.CancelCauseFunc
+
+	// ended, when set, is called with every job that ends, after it is
+	// saved. Set before begin.
+	ended func(Job)
 }
 
 func newJobManager(path string, maxJobs int, log *slog.Logger, now func() time.Time) *jobManager {
@@ -88,6 +92,9 @@ func (m *jobManager) load() (bool, error) {
 			now := m.now().UTC()
 			j.State, j.Ended, changed = JobInterrupted, &now, true
 			j.Error = "the daemon stopped during the job; its temporary files are removed"
+			if j.CleanupImage != "" {
+				j.Error = "the daemon stopped during the job" + cleanupNote(j.CleanupImage, "is being removed from Glance")
+			}
 		}
 		r := &jobRun{job: j, finished: make(chan struct{})}
 		r.done.Store(j.BytesDone)
@@ -122,8 +129,13 @@ func (m *jobManager) shutdown(ctx context.Context) {
 	}
 }
 
-// save writes jobs.json atomically (0600). Headers are not part of a Job.
-func (m *jobManager) save() {
+// save writes jobs.json atomically (0600); a failure is logged.
+func (m *jobManager) save() { _ = m.write() }
+
+// write writes jobs.json atomically (0600). Headers are not part of a Job.
+// The snapshot is taken under saveMu, so the last write holds the latest
+// state.
+func (m *jobManager) write() error {
 	m.saveMu.Lock()
 	defer m.saveMu.Unlock()
 	jobs := m.list()
@@ -133,7 +145,24 @@ func (m *jobManager) save() {
 	}
 	if err != nil {
 		m.log.Error("could not save jobs", "path", m.path, "err", err)
+		return fmt.Errorf("hostd: save jobs: %w", err)
 	}
+	return nil
+}
+
+// update applies f to job id's record under the lock and saves it,
+// returning the job and the error of the save. A running job's function
+// must apply f to its own copy too (run keeps that copy at the end).
+func (m *jobManager) update(id string, f func(j *Job)) (Job, error) {
+	r, err := m.find(id)
+	if err != nil {
+		return Job{}, err
+	}
+	m.mu.Lock()
+	f(&r.job)
+	j := m.snapshotLocked(r)
+	m.mu.Unlock()
+	return j, m.write()
 }
 
 // snapshotLocked is the job with live progress.
@@ -275,6 +304,9 @@ func (m *jobManager) finish(ctx context.Context, r *jobRun, volume string, err e
 	m.mu.Unlock()
 	close(r.finished)
 	m.save()
+	if m.ended != nil {
+		m.ended(final)
+	}
 	if final.State == JobFailed {
 		m.log.Warn("job failed", "job", final.ID, "kind", final.Kind, "err", final.Error)
 	} else {
@@ -283,11 +315,14 @@ func (m *jobManager) finish(ctx context.Context, r *jobRun, volume string, err e
 	}
 }
 
-// pruneLocked drops the oldest finished jobs beyond keepFinished.
+// pruneLocked drops the oldest finished jobs beyond keepFinished. A job
+// whose image still waits to be deleted stays: its record is the only
+// trace of that image.
 func (m *jobManager) pruneLocked() {
+	prunable := func(j Job) bool { return j.Done() && j.CleanupImage == "" }
 	finished := 0
 	for _, r := range m.jobs {
-		if r.job.Done() {
+		if prunable(r.job) {
 			finished++
 		}
 	}
@@ -297,7 +332,7 @@ func (m *jobManager) pruneLocked() {
 	drop := finished - keepFinished
 	kept := m.jobs[:0]
 	for _, r := range m.jobs {
-		if drop > 0 && r.job.Done() {
+		if drop > 0 && prunable(r.job) {
 			drop--
 			continue
 		}

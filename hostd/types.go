@@ -189,6 +189,12 @@ type Job struct {
 	Verified    bool   `json:"verified"`
 	Note        string `json:"note,omitempty"`
 	ImageID     string `json:"image_id,omitempty"` // export: the Glance image
+	// Domain is the sdUUID of the domain an export uploads through.
+	Domain string `json:"domain,omitempty"`
+	// CleanupImage is an image this export created that is deleted unless
+	// the job succeeds; recorded before the upload starts, so a restart
+	// after kill -9 deletes it too. Empty once deleted (or the job succeeded).
+	CleanupImage string `json:"cleanup_image,omitempty"`
 }
 
 // Done reports whether the job reached a final state.

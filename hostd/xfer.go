@@ -134,6 +134,7 @@ func (d *Daemon) StartExport(ctx context.Context, req ExportRequest) (Job, error
 			return Job{}, err
 		}
 		job.Target = "domain " + dom.record().Name + ": new image " + info.Name
+		job.Domain = dom.record().UUID
 		target = func(ctx context.Context, spec *transfer.ExportSpec) error {
 			g, err := d.uploader(ctx, dom)
 			spec.Glance, spec.Name = g, info.Name
@@ -147,6 +148,7 @@ func (d *Daemon) StartExport(ctx context.Context, req ExportRequest) (Job, error
 		job.Target = transfer.RedactURL(info.URL)
 		if dom, id, ok := d.domainForURL(u); ok {
 			job.Note = "uploaded through domain " + dom.record().Name
+			job.Domain = dom.record().UUID
 			target = func(ctx context.Context, spec *transfer.ExportSpec) error {
 				g, err := d.uploader(ctx, dom)
 				spec.Glance, spec.ImageID = g, id
@@ -175,7 +177,20 @@ func (d *Daemon) StartExport(ctx context.Context, req ExportRequest) (Job, error
 		if err := target(ctx, &spec); err != nil {
 			return err
 		}
+		if spec.Name != "" {
+			// The new image is recorded before a byte goes up, so that
+			// after a kill -9 the next start deletes it.
+			spec.Created = func(id string) error {
+				set := func(j *Job) { j.ImageID, j.CleanupImage = id, id }
+				set(j)
+				_, err := d.jobs.update(j.ID, set)
+				return err
+			}
+		}
 		res, err := d.engine.Export(ctx, spec)
+		if err == nil {
+			j.CleanupImage = ""
+		}
 		j.Format, j.ImageID, j.Verified, j.Note = res.DiskFormat, res.ImageID, res.Verified,
 			strings.TrimPrefix(j.Note+"; "+res.Note, "; ")
 		j.Note = strings.TrimSuffix(j.Note, "; ")
