@@ -7,6 +7,7 @@ import (
 	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -229,13 +230,14 @@ func TestTransferRefusals(t *testing.T) {
 	}
 }
 
-// gatedProxy forwards TCP to a target, passing the target's answers on at
-// most rate bytes/s and not at all while held, so a test can stop a
-// transfer mid-way at a moment of its choosing.
+// gatedProxy forwards TCP to a target, passing bytes on in each direction
+// (the target's answers, and request bodies such as an upload) at most rate
+// bytes/s and not at all while held, so a test can stop a transfer mid-way
+// at a moment of its choosing.
 type gatedProxy struct {
 	ln     net.Listener
 	target string
-	rate   int64 // bytes/s from the target
+	rate   int64 // bytes/s each way
 
 	mu   sync.Mutex
 	open chan struct{} // closed while the gate is open
@@ -300,26 +302,32 @@ func (p *gatedProxy) serve() {
 				return
 			}
 			defer u.Close()
-			go func() { io.Copy(u, c); u.(*net.TCPConn).CloseWrite() }()
-			buf := make([]byte, 64<<10)
-			start, sent := time.Now(), int64(0)
-			for {
-				n, err := u.Read(buf)
-				if n > 0 {
-					p.wait()
-					if _, werr := c.Write(buf[:n]); werr != nil {
-						return
-					}
-					sent += int64(n)
-					if due := time.Duration(float64(sent) / float64(p.rate) * float64(time.Second)); due > time.Since(start) {
-						time.Sleep(due - time.Since(start))
-					}
-				}
-				if err != nil {
-					return
-				}
-			}
+			go func() { p.pipe(u, c); u.(*net.TCPConn).CloseWrite() }()
+			p.pipe(c, u)
 		}()
+	}
+}
+
+// pipe copies from src to dst until either fails, at most p.rate bytes/s
+// and not while held.
+func (p *gatedProxy) pipe(dst, src net.Conn) {
+	buf := make([]byte, 64<<10)
+	start, sent := time.Now(), int64(0)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.wait()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+			sent += int64(n)
+			if due := time.Duration(float64(sent) / float64(p.rate) * float64(time.Second)); due > time.Since(start) {
+				time.Sleep(due - time.Since(start))
+			}
+		}
+		if err != nil {
+			return
+		}
 	}
 }
 
@@ -503,6 +511,81 @@ func TestTransferInterrupted(t *testing.T) {
 			t.Errorf("image list table lacks the DETECTED column:\n%s", table)
 		}
 	})
+}
+
+// TestTransferExportKilled kills the daemon with -9 in the middle of an
+// export's upload and checks that the restarted daemon deletes the image
+// the export created (Glance leaves a broken upload queued) and shows the
+// job as interrupted. The domain reaches Glance through a throttled proxy
+// that the test holds shut once bytes have moved, so the moment is certain.
+func TestTransferExportKilled(t *testing.T) {
+	t.Parallel()
+	g := startGlance(t, harness.GlanceConfig{Port: transferGlancePort + 5, KeystonePort: transferGlancePort - 3995})
+	ctx := context.Background()
+	p := startProxy(t, strings.TrimPrefix(g.URL, "http://"), 64<<20)
+	dir := newDir(t, "xkill")
+	d := startDaemon(t, dir)
+	mustCLI(t, d, "domain", "add", "g", "--url", p.URL())
+	v := newVolume()
+	writeVolume(t, d, v, harness.RandomBytes(41, 256<<20))
+
+	var a struct{ Job job }
+	out := mustCLI(t, d, append(append([]string{"export"}, v.args()...), "--to", "g", "--name", "killed-mid-upload", "--json")...)
+	if err := json.Unmarshal([]byte(out), &a); err != nil || a.Job.ID == "" {
+		t.Fatalf("export answer %q: %v", out, err)
+	}
+	jid := a.Job.ID
+	moving := waitMoving(t, d, jid)
+	p.hold() // the upload stalls half-way until the kill
+	if moving.ImageID == "" {
+		p.release()
+		t.Fatalf("the running export does not show the image it created: %+v", moving)
+	}
+	img, err := g.Image(ctx, moving.ImageID)
+	if err != nil || (img.Status != "saving" && img.Status != "queued") {
+		t.Fatalf("mid-upload the image is %+v (%v), want saving", img, err)
+	}
+	if err := d.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	p.release() // Glance sees the upload end short; the new daemon reaches it
+	start := time.Now()
+	d2 := startDaemon(t, dir)
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("the restart took %v", took)
+	}
+	took, err := eventually(60*time.Second, 250*time.Millisecond, func() error {
+		img, err := g.Image(ctx, moving.ImageID)
+		var he *harness.HTTPError
+		if errors.As(err, &he) && he.Status == 404 {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("image %s is still in Glance (%s)", img.ID, img.Status)
+	})
+	if err != nil {
+		t.Fatalf("%v after %v", err, took)
+	}
+	j := showJob(t, d2, jid)
+	if j.State != "interrupted" || !strings.Contains(j.Error, "partial image "+moving.ImageID+" was removed from Glance") {
+		t.Errorf("after kill -9 and restart the job is %+v, want interrupted, saying the image was removed", j)
+	}
+	list, err := jsonList(mustCLI(t, d2, "image", "list", "g", "--json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, im := range list {
+		if im["name"] == "killed-mid-upload" {
+			t.Errorf("image list still shows %v", im)
+		}
+	}
+	if !strings.Contains(d2.Log(), "deleted the partial image") {
+		t.Errorf("the restarted daemon logged no deletion")
+	}
+	t.Logf("killed at %d of %d bytes; image %s gone %v after the restart; job: %s",
+		moving.BytesDone, moving.BytesTotal, moving.ImageID, took.Round(time.Millisecond), j.Error)
 }
 
 // TestTransferKeystoneTokenExpiry exports to a Keystone-mode Glance, waits
