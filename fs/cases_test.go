@@ -63,6 +63,7 @@ func runSuite(t *testing.T, mk func(t *testing.T, d *fakeDomain) suiteFS) {
 		{"RemovedImageVanishes", caseRemoved},
 		{"FailingReadEIO", caseFailingRead},
 		{"NotFoundENOENT", caseNotFound},
+		{"MetadataFollowsEdits", caseMetadataFollowsEdits},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -356,4 +357,38 @@ func keys(m map[string]string) []string {
 		ks = append(ks, k)
 	}
 	return ks
+}
+
+// dom_md/metadata shows the domain as it is now: a rename or a new URL
+// shows without a remount and without waiting for a listing.
+func caseMetadataFollowsEdits(t *testing.T, d *fakeDomain, f suiteFS) {
+	md := path.Join(sdDir(d), "dom_md", "metadata")
+	old, err := f.readFile(md)
+	if err != nil || !strings.Contains(string(old), "URL=http://glance.example:9292\n") {
+		t.Fatalf("metadata before the edit: %q, %v", old, err)
+	}
+	info := d.Info()
+	info.Name, info.Description, info.URL = "renamed", "renamed", "http://glance2.example:9292"
+	d.setInfo(info)
+	want := []string{"NAME=renamed", "DESCRIPTION=renamed", "URL=http://glance2.example:9292", "SDUUID=" + info.UUID}
+	var got []byte
+	eventually(t, 5*time.Second, "metadata shows the edit", func() bool {
+		got, err = f.readFile(md)
+		if err != nil {
+			return false
+		}
+		lines := strings.Split(string(got), "\n")
+		for _, w := range want {
+			if !slices.Contains(lines, w) {
+				return false
+			}
+		}
+		return true
+	})
+	if a, err := f.stat(md); err != nil || a.size != int64(len(got)) {
+		t.Errorf("stat after the edit: %+v, %v; want size %d", a, err, len(got))
+	}
+	if names := mustList(t, f, path.Join(sdDir(d), "dom_md")); !sameSet(names, []string{"metadata"}) {
+		t.Errorf("dom_md = %q", names)
+	}
 }

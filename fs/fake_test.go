@@ -70,7 +70,18 @@ func newFakeDomain() *fakeDomain {
 	}
 }
 
-func (f *fakeDomain) Info() DomainInfo { return f.info }
+func (f *fakeDomain) Info() DomainInfo {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.info
+}
+
+// setInfo changes the domain's description, as an edit of the domain does.
+func (f *fakeDomain) setInfo(info DomainInfo) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.info = info
+}
 
 func (f *fakeDomain) Images(ctx context.Context, refresh bool) ([]Image, error) {
 	f.lists.Add(1)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path"
 	"sort"
 	"sync"
 	"time"
@@ -21,6 +22,7 @@ type tree struct {
 	cfg Config
 	log *slog.Logger
 	sd  string // escaped sdUUID: the name of the domain's directory
+	md  string // path of the dom_md directory
 
 	started time.Time // mtime of directories
 
@@ -32,6 +34,7 @@ func newTree(base context.Context, d Domain, cfg Config, log *slog.Logger, now f
 	t := &tree{d: d, cfg: cfg, log: log, srcs: map[string]cache.BlockSource{}, started: now()}
 	t.cat = newCatalog(base, d, cfg, log, now)
 	t.sd = sdDirName(t.cat.info)
+	t.md = path.Join(t.sd, "dom_md")
 	t.cat.onFresh = t.prune
 	return t
 }
@@ -48,6 +51,9 @@ func (t *tree) viewFor(ctx context.Context, dir string) (*view, error) {
 // lookup finds name in dir. A miss in a listed directory lists the domain
 // again (rate-limited), so a new image shows up on its first lookup.
 func (t *tree) lookup(ctx context.Context, dir, name string) (entry, error) {
+	if dir == t.md && name == "metadata" {
+		return t.metadata(), nil
+	}
 	v, err := t.viewFor(ctx, dir)
 	if err != nil {
 		return entry{}, err
@@ -79,7 +85,20 @@ func (t *tree) list(ctx context.Context, dir string) ([]entry, error) {
 	if !ok {
 		return nil, fmt.Errorf("fs: list %q: %w", dir, ErrNotFound)
 	}
+	if dir == t.md {
+		return []entry{t.metadata()}, nil
+	}
 	return es, nil
+}
+
+// metadata is dom_md/metadata as the domain is now, not as it was at the
+// last listing: an edit of the domain (name, URL) shows without a remount.
+// The inode number covers the content, so the kernel drops the old pages
+// once the name's entry expires.
+func (t *tree) metadata() entry {
+	md := metadataFile(t.d.Info())
+	return entry{name: "metadata", kind: kindData, data: md, path: path.Join(t.md, "metadata"),
+		ino: inoOf("data", "dom_md/metadata", string(md))}
 }
 
 // current returns the newest known version of img (same content, maybe new
