@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,7 +41,7 @@ type copyStats struct {
 // feeds h in offset order through a reorder buffer, so the digest is known
 // when the last chunk lands and no second pass is needed. done is called
 // with the bytes of each finished chunk.
-func (e *Engine) copyVerified(ctx context.Context, src cache.BlockSource, f *os.File, h hash.Hash, done func(int64)) (copyStats, error) {
+func (e *Engine) copyVerified(ctx context.Context, src cache.BlockSource, f *volumeWriter, h hash.Hash, done func(int64)) (copyStats, error) {
 	size := src.Size()
 	var st copyStats
 	if size == 0 {
@@ -103,7 +102,7 @@ func (e *Engine) copyVerified(ctx context.Context, src cache.BlockSource, f *os.
 					return
 				}
 				if buf == nil {
-					buf = make([]byte, bufSize)
+					buf = alignedBuf(int(bufSize))
 				}
 				off := i * chunkSize
 				n := min(chunkSize, size-off)
@@ -246,7 +245,7 @@ func transient(err error) bool {
 // writeSparse writes the runs of p that are not all zeros at off and
 // returns the bytes written. The file must read as zeros where nothing is
 // written (a new file, extended with ftruncate at the end).
-func writeSparse(f *os.File, p []byte, off int64) (int64, error) {
+func writeSparse(f io.WriterAt, p []byte, off int64) (int64, error) {
 	var written int64
 	start := -1 // start of the current data run
 	flush := func(end int) error {
@@ -258,7 +257,7 @@ func writeSparse(f *os.File, p []byte, off int64) (int64, error) {
 		written += int64(n)
 		start = -1
 		if err != nil {
-			return fmt.Errorf("transfer: write %s at %d: %w", f.Name(), at, err)
+			return fmt.Errorf("transfer: write at %d: %w", at, err)
 		}
 		return nil
 	}

@@ -117,7 +117,9 @@ func (e *Engine) Import(ctx context.Context, spec ImportSpec) (Meta, error) {
 		return Meta{}, fmt.Errorf("transfer: unknown checksum algorithm %q: %w", algo, ErrInvalid)
 	}
 	start := time.Now()
-	st, err := e.copyVerified(ctx, src, f, h, spec.Progress)
+	w := newVolumeWriter(f)
+	st, err := e.copyVerified(ctx, src, w, h, spec.Progress)
+	w.Close()
 	if err != nil {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("transfer: import %s: %w", v.Path(), context.Cause(ctx))
@@ -171,7 +173,7 @@ func (e *Engine) Import(ctx context.Context, spec ImportSpec) (Meta, error) {
 	}
 	el := time.Since(start)
 	e.log.Info("import done", "volume", v.Path(), "source", spec.SourceURL, "bytes", size,
-		"written", st.written, "retries", st.retries, "verified", meta.Verified,
+		"written", st.written, "retries", st.retries, "verified", meta.Verified, "direct_io", w.Direct(),
 		"seconds", el.Seconds(), "mb_per_s", float64(size)/el.Seconds()/1e6)
 	return meta, nil
 }
