@@ -41,6 +41,7 @@ type domain struct {
 	beTried time.Time
 	lastErr string     // last failure, for the API
 	srv     *fs.Server // the mounted tree, nil when not mounted
+	made    []string   // directories created for srv's mountpoint, leaf first
 	// views holds one cached view per image version, so every opener (FUSE
 	// files, NBD connections) shares one Glance source and the streams it
 	// keeps open between sequential reads.
@@ -134,11 +135,19 @@ func (d *domain) update(rec DomainRecord, sec secrets) {
 	}
 }
 
-// setMount records the mounted tree (nil when unmounted).
-func (d *domain) setMount(srv *fs.Server) {
+// setMount records the mounted tree (nil when unmounted) and the
+// directories created for it.
+func (d *domain) setMount(srv *fs.Server, made []string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.srv = srv
+	d.srv, d.made = srv, made
+}
+
+// madeDirs returns the directories created for the mounted tree.
+func (d *domain) madeDirs() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.made
 }
 
 func (d *domain) mounted() *fs.Server {

@@ -184,6 +184,10 @@ func TestStaleMountReplaced(t *testing.T) {
 		connect: func(_ context.Context, _ glance.Config, _ *slog.Logger) (backend, error) { return other, nil },
 		open:    func(s cache.BlockSource) cache.BlockSource { return s },
 	})
+	// A clean stop removed the mountpoint it made; a killed daemon leaves it.
+	if err := os.MkdirAll(mp, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	orphan, err := fs.Mount(ctx, mp, orphanDom, fs.Config{}, nil)
 	if err != nil {
 		t.Fatal(err)

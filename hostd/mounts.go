@@ -90,7 +90,15 @@ func (d *Daemon) mount(key, mountpoint string) (*domain, error) {
 
 // mountLocked mounts the tree of dom at mountpoint. Callers hold opMu.
 func (d *Daemon) mountLocked(dom *domain, mountpoint string) error {
-	name := dom.record().Name
+	rec := dom.record()
+	name := rec.Name
+	// What is created here is removed again on unmount; the default
+	// mountpoint, in the daemon's own mount root, counts as created even
+	// when a killed daemon left it.
+	made := missingDirs(mountpoint)
+	if len(made) == 0 && mountpoint == d.defaultMountpoint(rec) {
+		made = []string{mountpoint}
+	}
 	if err := os.MkdirAll(mountpoint, 0o755); err != nil {
 		err = fmt.Errorf("mount %s: create mountpoint: %w", name, err)
 		dom.setError(err)
@@ -104,6 +112,7 @@ func (d *Daemon) mountLocked(dom *domain, mountpoint string) error {
 	// Mounting over a non-empty directory would hide what is there; with a
 	// SocketGroup that would let group members shadow system directories.
 	if err := checkEmptyDir(mountpoint); err != nil {
+		d.removeDirs(made)
 		dom.setError(err)
 		return err
 	}
@@ -114,13 +123,39 @@ func (d *Daemon) mountLocked(dom *domain, mountpoint string) error {
 		DirectIO:     d.cfg.DirectIO,
 	}, d.log.With("component", "fs"))
 	if err != nil {
+		d.removeDirs(made)
 		err = fmt.Errorf("mount %s at %s: %w", name, mountpoint, err)
 		dom.setError(err)
 		return err
 	}
-	dom.setMount(srv)
+	dom.setMount(srv, made)
 	dom.setError(nil)
 	return nil
+}
+
+// missingDirs lists the directories of path that do not exist, leaf first.
+func missingDirs(path string) []string {
+	var out []string
+	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			return out
+		}
+		out = append(out, p)
+		if filepath.Dir(p) == p {
+			return out
+		}
+	}
+}
+
+// removeDirs removes dirs, leaf first, while they are empty: never a
+// directory that holds anything.
+func (d *Daemon) removeDirs(dirs []string) {
+	for _, p := range dirs {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			d.log.Info("mountpoint directory kept", "path", p, "err", err)
+			return
+		}
+	}
 }
 
 func checkEmptyDir(path string) error {
@@ -182,7 +217,9 @@ func (d *Daemon) unmountTree(dom *domain) error {
 		dom.setError(err)
 		return err
 	}
-	dom.setMount(nil)
+	made := dom.madeDirs()
+	dom.setMount(nil, nil)
+	d.removeDirs(made)
 	d.log.Info("unmounted", "domain", dom.record().Name, "mountpoint", srv.Mountpoint())
 	return nil
 }
