@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/glancegw/glancegw/hostd"
+	"github.com/glancegw/glancegw/hostd/transfer"
 )
 
 // fakeAPI answers the daemon's API from canned bodies and records requests.
@@ -193,11 +194,12 @@ func TestServeFlagsToConfig(t *testing.T) {
 	tc := newTestCLI()
 	if code := tc.run("--socket", "/tmp/a.sock", "serve", "--state-dir", "/s", "--mount-root", "/m",
 		"--repo-root", "/r", "--cache-size", "1G", "--nbd-socket", "/n.sock", "--nbd-listen", "127.0.0.1:10809",
-		"--refresh", "45", "--socket-group", "kvm", "--fuse-debug"); code != 0 {
+		"--refresh", "45", "--socket-group", "kvm", "--fuse-debug", "--transfer-rate-limit", "100M"); code != 0 {
 		t.Fatalf("exit %d: %s", code, tc.err.String())
 	}
 	want := hostd.Config{StateDir: "/s", MountRoot: "/m", RepoRoot: "/r", Socket: "/tmp/a.sock", SocketGroup: "kvm",
-		CacheSize: 1 << 30, NBDSocket: "/n.sock", NBDListen: "127.0.0.1:10809", RefreshTTL: 45 * time.Second, FUSEDebug: true}
+		CacheSize: 1 << 30, NBDSocket: "/n.sock", NBDListen: "127.0.0.1:10809", RefreshTTL: 45 * time.Second, FUSEDebug: true,
+		Transfer: transfer.Config{RateLimit: 100 << 20}}
 	if tc.served == nil || !reflect.DeepEqual(*tc.served, want) {
 		t.Fatalf("config = %+v\nwant     %+v", tc.served, want)
 	}

@@ -6,6 +6,7 @@ import (
 	"syscall"
 
 	"github.com/glancegw/glancegw/hostd"
+	"github.com/glancegw/glancegw/hostd/transfer"
 	"github.com/urfave/cli/v2"
 )
 
@@ -21,6 +22,7 @@ next start.
 Examples:
    glancegw serve
    glancegw serve --cache-size 2G --nbd-listen 127.0.0.1:10809
+   glancegw serve --transfer-rate-limit 100M
    glancegw --socket /tmp/ggw.sock serve --state-dir /tmp/ggw --mount-root /tmp/ggw/mnt --log-format json`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "state-dir", Value: hostd.DefaultStateDir, Usage: "`DIR` of domains.json and secrets/"},
@@ -33,6 +35,7 @@ Examples:
 			&cli.StringFlag{Name: "socket-group", Usage: "`GROUP` allowed to use the API socket (mode 0660)"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "`FORMAT` of the log on stderr: text or json"},
 			&cli.BoolFlag{Name: "fuse-debug", Usage: "log every FUSE request"},
+			&cli.StringFlag{Name: "transfer-rate-limit", Value: "0", Usage: "cap all imports and exports together at `SIZE` per second (100M, 1GiB; 0: no cap)"},
 			&cli.BoolFlag{Name: "direct-io", Usage: "serve mounted files with direct I/O instead of through the kernel page cache (faster first reads, slower re-reads)"},
 			// Repeated from the global flags so they work after "serve" too.
 			// No EnvVars here: urfave/cli counts a flag set from the
@@ -77,7 +80,12 @@ func serveConfig(c *cli.Context) (hostd.Config, error) {
 	if refresh <= 0 {
 		return hostd.Config{}, usageError{fmt.Errorf("--refresh must be positive")}
 	}
+	rate, err := parseSize(c.String("transfer-rate-limit"))
+	if err != nil || rate < 0 {
+		return hostd.Config{}, usageError{fmt.Errorf("--transfer-rate-limit: want a size per second such as 100M, not %q", c.String("transfer-rate-limit"))}
+	}
 	return hostd.Config{
+		Transfer:    transfer.Config{RateLimit: rate},
 		StateDir:    c.String("state-dir"),
 		MountRoot:   c.String("mount-root"),
 		RepoRoot:    c.String("repo-root"),

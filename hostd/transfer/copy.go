@@ -107,7 +107,7 @@ func (e *Engine) copyVerified(ctx context.Context, src cache.BlockSource, f *vol
 				off := i * chunkSize
 				n := min(chunkSize, size-off)
 				c := &chunk{idx: i, off: off, buf: buf[:n]}
-				r, err := e.readChunk(ctx, src, c.buf, off)
+				r, err := e.readPaced(ctx, src, c.buf, off)
 				retries.Add(int64(r))
 				if err != nil {
 					free <- buf
@@ -188,6 +188,31 @@ func (e *Engine) readAt(ctx context.Context, src cache.BlockSource, p []byte, of
 		err = io.EOF
 	}
 	return n, err
+}
+
+// pacePiece is the unit of a rate-limited read: small enough that a low
+// rate stays smooth.
+const pacePiece = 1 << 20
+
+// readPaced is readChunk held to the engine's rate limit.
+func (e *Engine) readPaced(ctx context.Context, src cache.BlockSource, p []byte, off int64) (int, error) {
+	if e.pace == nil {
+		return e.readChunk(ctx, src, p, off)
+	}
+	retries := 0
+	for done := 0; done < len(p); {
+		k := min(len(p)-done, pacePiece)
+		if err := e.pace.wait(ctx, k); err != nil {
+			return retries, err
+		}
+		r, err := e.readChunk(ctx, src, p[done:done+k], off+int64(done))
+		retries += r
+		if err != nil {
+			return retries, err
+		}
+		done += k
+	}
+	return retries, nil
 }
 
 // readChunk fills p from src at off, retrying a failed read from the last

@@ -113,7 +113,7 @@ func (e *Engine) Export(ctx context.Context, spec ExportSpec) (res ExportResult,
 		return res, fmt.Errorf("transfer: export %s: no target: %w", spec.What, ErrInvalid)
 	}
 
-	body := newHashingReader(ctx, src, e.cfg.ChunkSize, spec.Progress)
+	body := newHashingReader(ctx, src, e.cfg.ChunkSize, e.pace, spec.Progress)
 	defer body.close()
 	start := time.Now()
 	if spec.Glance != nil {
@@ -205,6 +205,7 @@ type hashingReader struct {
 	cur      []byte // its unread part
 	md5, sha hash.Hash
 	n        int64
+	pace     *pacer // paces Read, so a limited upload stays smooth
 	progress func(int64)
 
 	mu      sync.Mutex
@@ -212,10 +213,13 @@ type hashingReader struct {
 	wg      sync.WaitGroup
 }
 
-func newHashingReader(ctx context.Context, src cache.BlockSource, chunk int, progress func(int64)) *hashingReader {
+// hashPiece is how much md5 and then sha512 take at a time.
+const hashPiece = 128 << 10
+
+func newHashingReader(ctx context.Context, src cache.BlockSource, chunk int, pace *pacer, progress func(int64)) *hashingReader {
 	ctx, cancel := context.WithCancel(ctx)
 	r := &hashingReader{ctx: ctx, cancel: cancel, chunks: make(chan []byte, 1), free: make(chan []byte, 2),
-		md5: md5.New(), sha: sha512.New(), progress: progress}
+		md5: md5.New(), sha: sha512.New(), pace: pace, progress: progress}
 	size := src.Size()
 	bufSize := int(min(int64(chunk), max(size, 1)))
 	r.free <- make([]byte, bufSize)
@@ -243,9 +247,15 @@ func newHashingReader(ctx context.Context, src cache.BlockSource, chunk int, pro
 				return
 			}
 			// Hash here, in order, while the uploader sends the chunk
-			// before.
-			r.md5.Write(buf[:n])
-			r.sha.Write(buf[:n])
+			// before. One goroutine hashes both: on a small host Glance
+			// needs the other core (two hashers ran slower). Pieces that
+			// fit in L2 are read from memory once for both sums.
+			for p := buf[:n]; len(p) > 0; {
+				k := min(len(p), hashPiece)
+				r.md5.Write(p[:k])
+				r.sha.Write(p[:k])
+				p = p[k:]
+			}
 			select {
 			case r.chunks <- buf[:n]:
 			case <-ctx.Done():
@@ -274,6 +284,9 @@ func (r *hashingReader) Read(p []byte) (int, error) {
 		case <-r.ctx.Done():
 			return 0, r.ctx.Err()
 		}
+	}
+	if err := r.pace.wait(r.ctx, min(len(p), len(r.cur))); err != nil {
+		return 0, err
 	}
 	n := copy(p, r.cur)
 	r.cur = r.cur[n:]

@@ -74,12 +74,16 @@ type Config struct {
 	IdleTimeout time.Duration
 	// FileMode of new volumes (default 0640).
 	FileMode uint32
+	// RateLimit caps all imports and exports together, in bytes per
+	// second (0: no cap).
+	RateLimit int64
 }
 
 // Engine runs imports and exports. It is safe for concurrent use.
 type Engine struct {
-	cfg Config
-	log *slog.Logger
+	cfg  Config
+	log  *slog.Logger
+	pace *pacer // nil without a RateLimit
 }
 
 // New returns an engine with cfg's defaults applied.
@@ -119,5 +123,5 @@ func New(cfg Config, log *slog.Logger) *Engine {
 	if cfg.FileMode == 0 {
 		cfg.FileMode = 0o640
 	}
-	return &Engine{cfg: cfg, log: log}
+	return &Engine{cfg: cfg, log: log, pace: newPacer(cfg.RateLimit)}
 }
