@@ -49,6 +49,9 @@ type Config struct {
 	// MaxJobs bounds the import/export jobs running at once (default 2);
 	// more wait queued.
 	MaxJobs int
+	// TransferRateLimit caps all imports and exports together, in bytes
+	// per second (0: no limit). It overrides Transfer.RateLimit.
+	TransferRateLimit int64
 	// Transfer tunes the copy engine.
 	Transfer transfer.Config
 
@@ -86,6 +89,12 @@ func (c *Config) applyDefaults() error {
 	}
 	if c.MaxJobs <= 0 {
 		c.MaxJobs = 2
+	}
+	if c.TransferRateLimit < 0 {
+		return fmt.Errorf("hostd: config: transfer rate limit %d is negative", c.TransferRateLimit)
+	}
+	if c.TransferRateLimit > 0 {
+		c.Transfer.RateLimit = c.TransferRateLimit
 	}
 	if c.connect == nil {
 		c.connect = connectGlance

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/glancegw/glancegw/hostd"
-	"github.com/glancegw/glancegw/hostd/transfer"
 )
 
 // fakeAPI answers the daemon's API from canned bodies and records requests.
@@ -199,7 +198,7 @@ func TestServeFlagsToConfig(t *testing.T) {
 	}
 	want := hostd.Config{StateDir: "/s", MountRoot: "/m", RepoRoot: "/r", Socket: "/tmp/a.sock", SocketGroup: "kvm",
 		CacheSize: 1 << 30, NBDSocket: "/n.sock", NBDListen: "127.0.0.1:10809", RefreshTTL: 45 * time.Second, FUSEDebug: true,
-		Transfer: transfer.Config{RateLimit: 100 << 20}}
+		TransferRateLimit: 100 << 20}
 	if tc.served == nil || !reflect.DeepEqual(*tc.served, want) {
 		t.Fatalf("config = %+v\nwant     %+v", tc.served, want)
 	}

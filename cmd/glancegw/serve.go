@@ -6,7 +6,6 @@ import (
 	"syscall"
 
 	"github.com/glancegw/glancegw/hostd"
-	"github.com/glancegw/glancegw/hostd/transfer"
 	"github.com/urfave/cli/v2"
 )
 
@@ -85,17 +84,17 @@ func serveConfig(c *cli.Context) (hostd.Config, error) {
 		return hostd.Config{}, usageError{fmt.Errorf("--transfer-rate-limit: want a size per second such as 100M, not %q", c.String("transfer-rate-limit"))}
 	}
 	return hostd.Config{
-		Transfer:    transfer.Config{RateLimit: rate},
-		StateDir:    c.String("state-dir"),
-		MountRoot:   c.String("mount-root"),
-		RepoRoot:    c.String("repo-root"),
-		Socket:      lookupString(c, "socket"),
-		SocketGroup: c.String("socket-group"),
-		CacheSize:   size,
-		NBDSocket:   c.String("nbd-socket"),
-		NBDListen:   c.String("nbd-listen"),
-		RefreshTTL:  refresh,
-		FUSEDebug:   c.Bool("fuse-debug"),
-		DirectIO:    c.Bool("direct-io"),
+		TransferRateLimit: rate,
+		StateDir:          c.String("state-dir"),
+		MountRoot:         c.String("mount-root"),
+		RepoRoot:          c.String("repo-root"),
+		Socket:            lookupString(c, "socket"),
+		SocketGroup:       c.String("socket-group"),
+		CacheSize:         size,
+		NBDSocket:         c.String("nbd-socket"),
+		NBDListen:         c.String("nbd-listen"),
+		RefreshTTL:        refresh,
+		FUSEDebug:         c.Bool("fuse-debug"),
+		DirectIO:          c.Bool("direct-io"),
 	}, nil
 }
