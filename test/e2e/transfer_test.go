@@ -12,9 +12,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -228,6 +231,57 @@ func TestTransferRefusals(t *testing.T) {
 	if ents, _ := os.ReadDir(filepath.Dir(v.path(d))); len(ents) != 0 {
 		t.Errorf("refused import left %v", ents)
 	}
+
+	// A source whose bytes do not match the record's sha512: the record is
+	// the real Glance's, the file is served with one byte flipped.
+	good := harness.RandomBytes(21, 24<<20+512)
+	img, err := g.CreateImage(ctx, "to-corrupt", "raw", good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(good)
+	bad[17<<20] ^= 0x40
+	srv := httptest.NewServer(corruptingGlance(g.URL, img.ID, bad))
+	defer srv.Close()
+	hdr := filepath.Join(t.TempDir(), "headers")
+	if err := os.WriteFile(hdr, []byte("X-Auth-Token: not-a-real-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cv := newVolume()
+	j, r = runJob(t, d, append(append([]string{"import"}, cv.args()...), "--url", srv.URL+"/v2/images/"+img.ID+"/file", "--header-file", hdr)...)
+	if r.Code != 1 || j.State != "failed" || !strings.Contains(j.Error, "sha512 of the copy is") || !strings.Contains(j.Error, img.OSHashValue) {
+		t.Errorf("corrupted source: want a failed job naming both sha512s: %+v\n%s", j, r)
+	}
+	if files := filesBelow(t, d.RepoRoot); slices.ContainsFunc(files, func(f string) bool { return strings.Contains(f, cv.img) }) {
+		t.Errorf("a failed verification left files: %v", files)
+	}
+	if strings.Contains(d.Log(), "not-a-real-token") {
+		t.Errorf("the header's token is in the daemon's log")
+	}
+}
+
+// corruptingGlance answers like Glance for one image: its record comes from
+// the real Glance at upstream, its file is data (Range requests work).
+func corruptingGlance(upstream, id string, data []byte) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v2/images/" + id:
+			resp, err := http.Get(upstream + r.URL.Path)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			defer resp.Body.Close()
+			w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+			w.WriteHeader(resp.StatusCode)
+			_, _ = io.Copy(w, resp.Body)
+		case "/v2/images/" + id + "/file":
+			w.Header().Set("Content-Type", "application/octet-stream")
+			http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
+		default:
+			http.NotFound(w, r)
+		}
+	})
 }
 
 // gatedProxy forwards TCP to a target, passing bytes on in each direction
