@@ -548,3 +548,30 @@ func TestImportOtherAlgo(t *testing.T) {
 	_ = fmt.Sprint
 	_ = io.EOF
 }
+
+// hugeSource reads as zeros and is far larger than any disk here; it
+// counts the bytes it was asked for.
+type hugeSource struct{ asked atomic.Int64 }
+
+func (s *hugeSource) Size() int64      { return 1 << 52 }
+func (s *hugeSource) Identity() string { return "huge" }
+func (s *hugeSource) ReadAt(_ context.Context, p []byte, off int64) (int, error) {
+	s.asked.Add(int64(len(p)))
+	clear(p)
+	return len(p), nil
+}
+
+func TestImportNoSpaceBeforeAnyByteMoves(t *testing.T) {
+	v := testVolume(t)
+	src := &hugeSource{}
+	_, err := testEngine(t).Import(context.Background(), ImportSpec{Volume: v, Source: src,
+		Expect: Checksum{Algo: "sha512", Value: strings.Repeat("0", 128)}})
+	if !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "bytes free") {
+		t.Fatalf("Import of a 4 PiB image: %v, want ErrNoSpace saying what is free", err)
+	}
+	// Inspection reads headers and footers, never the copy's chunks.
+	if n := src.asked.Load(); n == 0 || n > 8<<20 {
+		t.Errorf("%d bytes were read before the free space was checked (want inspection's few)", n)
+	}
+	assertNoVolume(t, v)
+}
