@@ -18,7 +18,7 @@ const (
 	exitConflict    = 5   // conflict (already exists, already mounted)
 	exitBackend     = 6   // backend (Glance) unavailable
 	exitAuth        = 7   // Glance or Keystone rejected the credentials
-	exitCancelled   = 130 // a waited-for job was cancelled (as after SIGINT)
+	exitCancelled   = 130 // a waited-for job was cancelled, or the wait was interrupted (SIGINT)
 )
 
 const exitCodesHelp = `Exit codes:
@@ -31,7 +31,8 @@ const exitCodesHelp = `Exit codes:
      6  backend (Glance) unavailable
      7  Glance or Keystone rejected the credentials (glancegw domain edit
         D --password-file FILE or --token-file FILE sets new ones)
-   130  a job waited for (--wait, job wait) was cancelled; a failed or
+   130  a job waited for (--wait, job wait) was cancelled, or the wait was
+        interrupted (Ctrl-C, SIGTERM: the job goes on); a failed or
         interrupted job gives 1`
 
 // usageError is a command line the CLI cannot run: unknown flag, missing
@@ -46,11 +47,14 @@ func exitCode(err error) int {
 	var ue usageError
 	var ec cli.ExitCoder
 	var je jobError
+	var se stoppedWaiting
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.As(err, &je):
 		return je.exitCode()
+	case errors.As(err, &se):
+		return exitCancelled
 	case errors.As(err, &ue), errors.Is(err, hostd.ErrBadRequest):
 		return exitUsage
 	case errors.Is(err, hostd.ErrDaemonUnreachable):

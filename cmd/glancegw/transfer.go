@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/glancegw/glancegw/hostd"
@@ -15,7 +17,9 @@ import (
 )
 
 const transferExitHelp = `With --wait the exit code is the job's: 0 succeeded, 1 failed or
-interrupted, 130 cancelled. Without --wait it is 0 once the job is queued.`
+interrupted, 130 cancelled. Ctrl-C stops the waiting, not the job (exit 130;
+glancegw job cancel ID stops the job). Without --wait it is 0 once the job is
+queued.`
 
 func volumeFlags() []cli.Flag {
 	return []cli.Flag{
@@ -246,6 +250,7 @@ func (e *env) started(c *cli.Context, j hostd.Job) error {
 // follow waits for job j, drawing progress on stderr (a bar redrawn in place
 // on a terminal, a line every 10 s otherwise), then prints the job and
 // returns its result as an error for the exit code.
+// SIGINT or SIGTERM stops the waiting, not the job.
 func (e *env) follow(c *cli.Context, j hostd.Job) error {
 	cl := e.clientOf(c)
 	tty := !jsonOut(c) && e.isTerminal(e.stderr)
@@ -253,15 +258,20 @@ func (e *env) follow(c *cli.Context, j hostd.Job) error {
 	if tty {
 		poll = time.Second
 	}
-	var err error
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	for !j.Done() {
-		j, err = cl.WaitJob(c.Context, j.ID, poll)
+		next, err := cl.WaitJob(ctx, j.ID, poll)
 		if err != nil {
 			if tty {
 				fmt.Fprintln(e.stderr)
 			}
+			if ctx.Err() != nil && c.Context.Err() == nil {
+				return stoppedWaiting{j}
+			}
 			return err
 		}
+		j = next
 		switch {
 		case jsonOut(c):
 		case tty:
@@ -281,6 +291,15 @@ func (e *env) follow(c *cli.Context, j hostd.Job) error {
 		return err
 	}
 	return jobResult(j)
+}
+
+// stoppedWaiting is a wait the user interrupted; the job goes on. Its
+// exit code is 130, as for any command stopped by SIGINT.
+type stoppedWaiting struct{ job hostd.Job }
+
+func (e stoppedWaiting) Error() string {
+	return fmt.Sprintf("stopped waiting; job %s is still %s at %.1f%% (glancegw job wait %s follows it, glancegw job cancel %s stops it)",
+		e.job.ID, e.job.State, percent(e.job), e.job.ID, e.job.ID)
 }
 
 // jobError is a job that ended without success; its exit code is 1, or 130
@@ -474,7 +493,8 @@ Examples:
 				Name: "wait", Usage: "wait for a job, showing its progress", ArgsUsage: "ID", Flags: jsonFlag,
 				Description: `Follows the job to its end: a progress bar (bytes, %, rate, ETA) on a
 terminal, a line every 10 s otherwise. The exit code is the job's: 0 succeeded,
-1 failed or interrupted, 130 cancelled.
+1 failed or interrupted, 130 cancelled. Ctrl-C stops the waiting, not the job
+(exit 130).
 
 Examples:
    glancegw job wait 3f0c2a9e-...

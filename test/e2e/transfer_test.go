@@ -475,6 +475,35 @@ func TestTransferInterrupted(t *testing.T) {
 		waitMoving(t, d, jid)
 		p.hold() // the source stalls: cancel must not wait for it
 		defer p.release()
+
+		// Ctrl-C on a waiting CLI stops the waiting, not the job.
+		w := exec.Command(env.bin, "job", "wait", jid)
+		w.Env = append(os.Environ(), "GLANCEGW_SOCKET="+d.Socket)
+		var werr bytes.Buffer
+		w.Stderr = &werr
+		if err := w.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second) // the CLI is in its wait
+		if err := w.Process.Signal(os.Interrupt); err != nil {
+			t.Fatal(err)
+		}
+		waited := make(chan error, 1)
+		go func() { waited <- w.Wait() }()
+		select {
+		case <-waited:
+		case <-time.After(10 * time.Second):
+			w.Process.Kill()
+			t.Fatalf("job wait did not end 10 s after SIGINT")
+		}
+		if code := w.ProcessState.ExitCode(); code != 130 || !strings.Contains(werr.String(), "stopped waiting") ||
+			!strings.Contains(werr.String(), "glancegw job cancel "+jid) {
+			t.Errorf("job wait after SIGINT: exit %d (%v), stderr %q; want 130 naming job cancel", code, w.ProcessState, werr.String())
+		}
+		if j := showJob(t, d, jid); j.State != "running" {
+			t.Errorf("after SIGINT to job wait the job is %s, want still running", j.State)
+		}
+
 		start := time.Now()
 		mustCLI(t, d, "job", "cancel", jid)
 		var j job
