@@ -105,6 +105,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.store.init(); err != nil {
 		return err
 	}
+	// Two daemons on one state directory would fight over its files and
+	// mounts, and on one repository remove each other's temporary files.
+	unlockState, err := lockStateDir(d.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer unlockState()
+	unlockRepo, err := lockRepo(d.cfg.RepoRoot)
+	if err != nil {
+		return err
+	}
+	defer unlockRepo()
 	if err := os.MkdirAll(d.cfg.MountRoot, 0o755); err != nil {
 		return fmt.Errorf("hostd: mount root: %w", err)
 	}
@@ -231,7 +243,7 @@ func listenUnix(path string, mode os.FileMode, group string) (net.Listener, erro
 		}
 		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 			c.Close()
-			return nil, fmt.Errorf("hostd: %s: %w", path, ErrAlreadyRunning)
+			return nil, fmt.Errorf("hostd: a daemon answers on %s: %w", path, ErrAlreadyRunning)
 		}
 		if err := os.Remove(path); err != nil {
 			return nil, fmt.Errorf("hostd: remove stale socket %s: %w", path, err)

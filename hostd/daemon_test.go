@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -308,6 +309,44 @@ func TestSecondDaemonRefused(t *testing.T) {
 	}
 	if err := d.Run(ctx); !errors.Is(err, ErrAlreadyRunning) {
 		t.Fatalf("second Run: %v, want ErrAlreadyRunning", err)
+	}
+}
+
+// A second daemon on another socket is refused when it shares the state
+// directory (it would mount over the first's mounts and rewrite its files)
+// or the repository (it would remove the first's temporary files).
+func TestSecondDaemonOnSharedDirsRefused(t *testing.T) {
+	e := newTestEnv(t)
+	e.start()
+	for name, edit := range map[string]func(*Config){
+		"state dir":  func(c *Config) { c.RepoRoot = e.dir + "/repo2" },
+		"repository": func(c *Config) { c.StateDir = e.dir + "/state2" },
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := e.cfg
+			cfg.Socket, cfg.NBDSocket = e.dir+"/api2.sock", e.dir+"/nbd2.sock"
+			edit(&cfg)
+			d, err := New(cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second) // a broken lock would run it
+			defer cancel()
+			err = d.Run(rctx)
+			if !errors.Is(err, ErrAlreadyRunning) || !strings.Contains(err.Error(), "in use by another daemon") {
+				t.Fatalf("second Run sharing the %s: %v, want ErrAlreadyRunning", name, err)
+			}
+			if name == "state dir" && !strings.Contains(err.Error(), fmt.Sprintf("(pid %d)", os.Getpid())) {
+				t.Errorf("the refusal does not name the holder: %v", err)
+			}
+			if _, err := os.Stat(cfg.Socket); !os.IsNotExist(err) {
+				t.Errorf("the refused daemon made its socket: %v", err)
+			}
+		})
+	}
+	// The first daemon still answers.
+	if _, err := NewClient(e.cfg.Socket).Status(ctx); err != nil {
+		t.Fatalf("first daemon: %v", err)
 	}
 }
 

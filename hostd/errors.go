@@ -23,9 +23,9 @@ var (
 	// ErrDaemonUnreachable is returned by Client when nothing answers on the
 	// socket.
 	ErrDaemonUnreachable = errors.New("daemon unreachable")
-	// ErrAlreadyRunning is returned by Run when another daemon answers on the
-	// API socket.
-	ErrAlreadyRunning = errors.New("another daemon is answering on the socket")
+	// ErrAlreadyRunning is returned by Run when another daemon answers on
+	// one of its sockets or holds its state directory or repository.
+	ErrAlreadyRunning = errors.New("another daemon is running")
 )
 
 // kindError carries a user-facing message and one of the kinds above, so the

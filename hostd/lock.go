@@ -1,0 +1,68 @@
+package hostd
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// lockName is the file in the state directory whose flock marks it as a
+// running daemon's; it holds the daemon's pid for the message of a second
+// one. The kernel drops a flock when its process dies, so a kill -9 leaves
+// nothing to clean up.
+const lockName = "lock"
+
+// lockStateDir takes the state directory for this process, or fails with
+// ErrAlreadyRunning naming the holder's pid.
+func lockStateDir(dir string) (unlock func(), err error) {
+	path := filepath.Join(dir, lockName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("hostd: open lock %s: %w", path, err)
+	}
+	if err := flock(f, dir); err != nil {
+		b, _ := os.ReadFile(path)
+		f.Close()
+		if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil && errors.Is(err, ErrAlreadyRunning) {
+			err = fmt.Errorf("%w (pid %d)", err, pid)
+		}
+		return nil, err
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return func() { f.Close() }, nil
+}
+
+// lockRepo takes the repository for this process by a flock on the
+// directory itself: the repository holds volumes only, no file of ours.
+func lockRepo(dir string) (unlock func(), err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("hostd: repository %s: %w", dir, err)
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("hostd: open repository %s: %w", dir, err)
+	}
+	if err := flock(f, dir); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
+func flock(f *os.File, dir string) error {
+	err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	if errors.Is(err, unix.EWOULDBLOCK) {
+		return fmt.Errorf("hostd: %s is in use by another daemon (one daemon per state directory and repository): %w", dir, ErrAlreadyRunning)
+	}
+	if err != nil {
+		return fmt.Errorf("hostd: lock %s: %w", dir, err)
+	}
+	return nil
+}
