@@ -25,12 +25,14 @@ func lockStateDir(dir string) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("hostd: open lock %s: %w", path, err)
 	}
-	if err := flock(f, dir); err != nil {
+	if err := flock(f, dir, func() string {
 		b, _ := os.ReadFile(path)
-		f.Close()
-		if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil && errors.Is(err, ErrAlreadyRunning) {
-			err = fmt.Errorf("%w (pid %d)", err, pid)
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			return fmt.Sprintf("another daemon (pid %d)", pid)
 		}
+		return "another daemon"
+	}); err != nil {
+		f.Close()
 		return nil, err
 	}
 	if err := f.Truncate(0); err == nil {
@@ -49,17 +51,18 @@ func lockRepo(dir string) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("hostd: open repository %s: %w", dir, err)
 	}
-	if err := flock(f, dir); err != nil {
+	if err := flock(f, dir, func() string { return "another daemon" }); err != nil {
 		f.Close()
 		return nil, err
 	}
 	return func() { f.Close() }, nil
 }
 
-func flock(f *os.File, dir string) error {
+// flock takes f's lock without waiting; holder names who has it.
+func flock(f *os.File, dir string, holder func() string) error {
 	err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 	if errors.Is(err, unix.EWOULDBLOCK) {
-		return fmt.Errorf("hostd: %s is in use by another daemon (one daemon per state directory and repository): %w", dir, ErrAlreadyRunning)
+		return fmt.Errorf("hostd: %s is in use by %s; one daemon per state directory and repository: %w", dir, holder(), ErrAlreadyRunning)
 	}
 	if err != nil {
 		return fmt.Errorf("hostd: lock %s: %w", dir, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -40,6 +41,21 @@ func TestDaemonLifecycle(t *testing.T) {
 		}
 	}
 	readBase(t)
+
+	t.Run("second-daemon-same-state-dir", func(t *testing.T) {
+		// Its own sockets, the first daemon's state directory: refused
+		// before it mounts anything over the first daemon's mounts.
+		_, _, stateDir, mountRoot, _, _ := harness.DaemonPaths(dir)
+		other := t.TempDir()
+		r := harness.RunCLI(ctx, 30*time.Second, env.bin, nil, "--socket", filepath.Join(other, "api.sock"), "serve",
+			"--state-dir", stateDir, "--mount-root", mountRoot, "--repo-root", filepath.Join(other, "repo"),
+			"--nbd-socket", filepath.Join(other, "nbd.sock"))
+		if r.Code != 5 || !strings.Contains(r.Stderr, "in use by another daemon (pid ") {
+			t.Fatalf("second serve on the same state dir: want exit 5 naming the holder\n%s", r)
+		}
+		readBase(t)
+		mustCLI(t, d, "status")
+	})
 
 	t.Run("new-image-on-lookup", func(t *testing.T) {
 		// Lookup-miss refreshes are rate-limited (2 s by default); the
