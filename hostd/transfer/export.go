@@ -113,6 +113,12 @@ func (e *Engine) Export(ctx context.Context, spec ExportSpec) (res ExportResult,
 		return res, fmt.Errorf("transfer: export %s: no target: %w", spec.What, ErrInvalid)
 	}
 
+	if spec.ImageID != "" || spec.URL != "" {
+		if err := e.checkTarget(ctx, spec, df); err != nil {
+			return res, fmt.Errorf("transfer: export %s: %w", spec.What, err)
+		}
+	}
+
 	body := newHashingReader(ctx, src, e.cfg.ChunkSize, e.pace, spec.Progress)
 	defer body.close()
 	start := time.Now()
@@ -160,6 +166,43 @@ func (e *Engine) Export(ctx context.Context, spec ExportSpec) (res ExportResult,
 	e.log.Info("export done", "volume", spec.What, "image", res.ImageID, "bytes", res.Size,
 		"verified", res.Verified, "seconds", el.Seconds(), "mb_per_s", float64(res.Size)/el.Seconds()/1e6)
 	return res, nil
+}
+
+// checkTarget reads the record of an existing target image, when there is
+// one, before any byte goes up: Glance takes data only into a queued image
+// (it answers 409 only after the body started), and bytes of one format in
+// an image that declares another would be handed to guests as the wrong
+// format.
+func (e *Engine) checkTarget(ctx context.Context, spec ExportSpec, diskFormat string) error {
+	var rec glance.Image
+	var err error
+	found := true
+	if spec.Glance != nil {
+		rec, err = spec.Glance.Get(ctx, spec.ImageID)
+	} else {
+		rec, found, err = e.record(ctx, spec.URL, spec.Header)
+	}
+	switch {
+	case err != nil:
+		return fmt.Errorf("read the target image's record: %w", err)
+	case !found:
+		return nil // not a Glance image URL: nothing to check
+	case rec.Status != "queued":
+		return fmt.Errorf("image %s is %s: Glance takes data only into a queued image (export --to D --name N creates one): %w",
+			rec.ID, rec.Status, ErrTarget)
+	case rec.DiskFormat != "" && !sameFormat(rec.DiskFormat, diskFormat):
+		return fmt.Errorf("the volume is %s but image %s declares disk_format %s, so it would be read as %s: %w",
+			diskFormat, rec.ID, rec.DiskFormat, rec.DiskFormat, ErrTarget)
+	}
+	return nil
+}
+
+// sameFormat reports whether bytes of disk format have may go into an image
+// that declares want: the same format, or raw and iso, which are both read
+// as plain bytes.
+func sameFormat(want, have string) bool {
+	plain := func(f string) bool { return f == "raw" || f == "iso" }
+	return strings.EqualFold(want, have) || plain(strings.ToLower(want)) && plain(have)
 }
 
 // compare checks Glance's record against the sums of what was sent.

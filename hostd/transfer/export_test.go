@@ -200,7 +200,11 @@ func TestExportHTTPPut(t *testing.T) {
 			w.WriteHeader(http.StatusNoContent)
 		case r.Method == http.MethodGet && r.URL.Path == "/v2/images/abc":
 			m, s := md5.Sum(stored), sha512.Sum512(stored)
-			json.NewEncoder(w).Encode(map[string]any{"id": "abc", "status": "active", "size": len(stored),
+			status := "active"
+			if stored == nil {
+				status = "queued"
+			}
+			json.NewEncoder(w).Encode(map[string]any{"id": "abc", "status": status, "disk_format": "raw", "size": len(stored),
 				"checksum": hex.EncodeToString(m[:]), "os_hash_algo": "sha512", "os_hash_value": hex.EncodeToString(s[:])})
 		default:
 			http.NotFound(w, r)
@@ -216,6 +220,9 @@ func TestExportHTTPPut(t *testing.T) {
 		t.Errorf("res %+v, token %q, len %q, stored %d", res, gotToken, gotLen, len(stored))
 	}
 	// A plain web server: stored, not verified.
+	mu.Lock()
+	stored = nil // queued again
+	mu.Unlock()
 	res, err = testEngine(t).Export(context.Background(), ExportSpec{Source: cachetest.NewMemSource(data), What: "vol",
 		URL: srv.URL + "/v2/images/abc/file?x=1#nope"})
 	if err != nil {
@@ -224,5 +231,44 @@ func TestExportHTTPPut(t *testing.T) {
 	if _, err := testEngine(t).Export(context.Background(), ExportSpec{Source: cachetest.NewMemSource(data), What: "vol",
 		URL: "ftp://h/x"}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("ftp target: %v", err)
+	}
+}
+
+// TestExportIntoExistingImageChecked: an existing target image must be
+// queued and declare the volume's format; otherwise nothing is sent.
+func TestExportIntoExistingImageChecked(t *testing.T) {
+	raw := cachetest.Data(1<<20, 3)
+	qcow := make([]byte, 1<<20)
+	copy(qcow, []byte{'Q', 'F', 'I', 0xfb, 0, 0, 0, 2}) // a qcow2 v2 header
+	copy(qcow[20:], []byte{0, 0, 0, 16})                // cluster_bits
+	copy(qcow[24:], []byte{0, 0, 0, 0, 0x40, 0, 0, 0})  // 1 GiB virtual
+	for _, tc := range []struct {
+		name, status, format string
+		data                 []byte
+		refused              string
+	}{
+		{"active image", "active", "raw", raw, "is active: Glance takes data only into a queued image"},
+		{"qcow2 into raw", "queued", "raw", qcow, "the volume is qcow2 but image t declares disk_format raw"},
+		{"raw into qcow2", "queued", "qcow2", raw, "the volume is raw but image t declares disk_format qcow2"},
+		{"raw into iso", "queued", "iso", raw, ""},
+		{"raw into raw", "queued", "raw", raw, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newFakeGlance()
+			g.images["t"] = &glance.Image{ID: "t", Status: tc.status, DiskFormat: tc.format, ContainerFormat: "bare"}
+			_, err := testEngine(t).Export(context.Background(), ExportSpec{Source: cachetest.NewMemSource(tc.data), What: "vol", Glance: g, ImageID: "t"})
+			if tc.refused == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrTarget) || !strings.Contains(err.Error(), tc.refused) {
+				t.Fatalf("export: %v, want ErrTarget saying %q", err, tc.refused)
+			}
+			if g.data["t"] != nil || g.images["t"].Status != tc.status || len(g.deleted) != 0 {
+				t.Errorf("a refused export changed the image: %+v, %d bytes, deleted %v", g.images["t"], len(g.data["t"]), g.deleted)
+			}
+		})
 	}
 }

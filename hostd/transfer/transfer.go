@@ -46,6 +46,9 @@ var (
 	ErrNoSpace = errors.New("not enough free space")
 	// ErrUnsupported means the image's format has no Glance disk_format.
 	ErrUnsupported = errors.New("unsupported format")
+	// ErrTarget means an existing image cannot take the export: it is not
+	// queued, or it declares another disk format than the volume has.
+	ErrTarget = errors.New("target image refused")
 )
 
 // Config tunes the engine. Zero values take the defaults in New.

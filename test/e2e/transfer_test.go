@@ -232,6 +232,36 @@ func TestTransferRefusals(t *testing.T) {
 		t.Errorf("refused import left %v", ents)
 	}
 
+	// An export into an existing image checks its record first: a qcow2
+	// volume does not go into an image declared raw, nor anything into an
+	// active image; neither image changes.
+	base, err := os.ReadFile(filepath.Join(dir, "base.qcow2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	qv := newVolume()
+	writeVolume(t, d, qv, base)
+	active, err := g.CreateImage(ctx, "active", "qcow2", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for target, msg := range map[string]string{
+		queued:    "the volume is qcow2 but image " + queued + " declares disk_format raw",
+		active.ID: "image " + active.ID + " is active: Glance takes data only into a queued image",
+	} {
+		u := g.URL + "/v2/images/" + target + "/file"
+		for _, via := range []string{u, strings.Replace(u, "127.0.0.1", "localhost", 1)} { // domain g, plain URL
+			j, r := runJob(t, d, append(append([]string{"export"}, qv.args()...), "--url", via)...)
+			if r.Code != 1 || j.State != "failed" || !strings.Contains(j.Error, msg) || j.BytesDone != 0 {
+				t.Errorf("export into %s: want a failed job saying %q before any byte: %+v\n%s", via, msg, j, r)
+			}
+		}
+		img, err := g.Image(ctx, target)
+		if err != nil || (target == queued) != (img.Status == "queued") {
+			t.Errorf("image %s after refused exports: %+v (%v)", target, img, err)
+		}
+	}
+
 	// A source whose bytes do not match the record's sha512: the record is
 	// the real Glance's, the file is served with one byte flipped.
 	good := harness.RandomBytes(21, 24<<20+512)
