@@ -78,11 +78,18 @@ func (e *Engine) Import(ctx context.Context, spec ImportSpec) (Meta, error) {
 	if err != nil {
 		return Meta{}, err
 	}
-	dirfd, err := v.openDir(true)
+	dirfd, created, err := v.openDir(true)
 	if err != nil {
+		removeDirs(created)
 		return Meta{}, err
 	}
 	defer unix.Close(dirfd)
+	keep := false
+	defer func() {
+		if !keep {
+			removeDirs(created)
+		}
+	}()
 	if err := v.checkTarget(dirfd, spec.Overwrite); err != nil {
 		return Meta{}, err
 	}
@@ -100,7 +107,6 @@ func (e *Engine) Import(ctx context.Context, spec ImportSpec) (Meta, error) {
 	if err != nil {
 		return Meta{}, err
 	}
-	keep := false
 	defer func() {
 		if !keep {
 			f.Close()

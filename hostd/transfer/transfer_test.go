@@ -87,6 +87,15 @@ func assertNoVolume(t *testing.T, v Volume) {
 	}
 }
 
+// assertNoDirs checks that a failed import into a fresh repository left no
+// directory either.
+func assertNoDirs(t *testing.T, v Volume) {
+	t.Helper()
+	if ents, err := os.ReadDir(v.Root); err != nil || len(ents) != 0 {
+		t.Errorf("the repository holds %v after a failed import (%v)", ents, err)
+	}
+}
+
 func TestImportHTTPSparseVerified(t *testing.T) {
 	// 20 MiB + a tail; cachetest.Data zeroes the second quarter.
 	data := cachetest.Data(20<<20+123, 7)
@@ -143,7 +152,23 @@ func TestImportChecksumMismatch(t *testing.T) {
 				t.Fatalf("err = %v, want checksum mismatch", err)
 			}
 			assertNoVolume(t, v)
+			assertNoDirs(t, v)
 		})
+	}
+	// Directories that were there before stay: another volume may use them.
+	v := testVolume(t)
+	if err := os.MkdirAll(filepath.Join(v.Root, v.SP, v.SD), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err := testEngine(t).Import(context.Background(), ImportSpec{Volume: v, Source: httpSource(t, srv.URL), Expect: Checksum{"sha512", sha512hex(data)}})
+	if !errors.Is(err, ErrChecksum) {
+		t.Fatalf("err = %v, want checksum mismatch", err)
+	}
+	if _, err := os.Stat(filepath.Join(v.Root, v.SP, v.SD)); err != nil {
+		t.Errorf("a directory the import did not make was removed: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(v.Root, v.SP, v.SD, "images")); !os.IsNotExist(err) {
+		t.Errorf("a directory the import made is left: %v", err)
 	}
 }
 
@@ -351,6 +376,7 @@ func TestImportCancel(t *testing.T) {
 		t.Errorf("the whole image was copied before the cancel")
 	}
 	assertNoVolume(t, v)
+	assertNoDirs(t, v)
 }
 
 func TestImportRetriesAndResumes(t *testing.T) {
@@ -574,4 +600,5 @@ func TestImportNoSpaceBeforeAnyByteMoves(t *testing.T) {
 		t.Errorf("%d bytes were read before the free space was checked (want inspection's few)", n)
 	}
 	assertNoVolume(t, v)
+	assertNoDirs(t, v)
 }

@@ -76,27 +76,31 @@ func (v Volume) Path() string { return filepath.Join(v.Dir(), v.VolumeID) }
 func (v Volume) MetaPath() string { return v.Path() + ".meta" }
 
 // openDir opens the volume's directory walking one component at a time with
-// O_NOFOLLOW, creating missing ones when create is set. The caller closes
+// O_NOFOLLOW, creating missing ones when create is set; created lists the
+// directories it made, outermost first (see removeDirs). The caller closes
 // the descriptor.
-func (v Volume) openDir(create bool) (int, error) {
+func (v Volume) openDir(create bool) (fd int, created []string, err error) {
 	if create {
 		if err := os.MkdirAll(v.Root, 0o755); err != nil {
-			return -1, fmt.Errorf("transfer: create repository root: %w", err)
+			return -1, created, fmt.Errorf("transfer: create repository root: %w", err)
 		}
 	}
-	fd, err := unix.Open(v.Root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err = unix.Open(v.Root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) && !create {
-			return -1, fmt.Errorf("transfer: repository root %s: %w", v.Root, ErrNoVolume)
+			return -1, created, fmt.Errorf("transfer: repository root %s: %w", v.Root, ErrNoVolume)
 		}
-		return -1, fmt.Errorf("transfer: open repository root %s: %w", v.Root, err)
+		return -1, created, fmt.Errorf("transfer: open repository root %s: %w", v.Root, err)
 	}
 	path := v.Root
 	for _, c := range v.dirs() {
 		path = filepath.Join(path, c)
 		next, err := unix.Openat(fd, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if errors.Is(err, unix.ENOENT) && create {
-			if err = unix.Mkdirat(fd, c, 0o755); err == nil || errors.Is(err, unix.EEXIST) {
+			if err = unix.Mkdirat(fd, c, 0o755); err == nil {
+				created = append(created, path)
+			}
+			if err == nil || errors.Is(err, unix.EEXIST) {
 				next, err = unix.Openat(fd, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 			}
 		}
@@ -105,14 +109,25 @@ func (v Volume) openDir(create bool) (int, error) {
 		case err == nil:
 			fd = next
 		case errors.Is(err, unix.ELOOP), errors.Is(err, unix.ENOTDIR):
-			return -1, fmt.Errorf("transfer: %s is a symlink or not a directory (refused: it could lead outside the repository): %w", path, ErrInvalid)
+			return -1, created, fmt.Errorf("transfer: %s is a symlink or not a directory (refused: it could lead outside the repository): %w", path, ErrInvalid)
 		case errors.Is(err, unix.ENOENT):
-			return -1, fmt.Errorf("transfer: %s: %w", path, ErrNoVolume)
+			return -1, created, fmt.Errorf("transfer: %s: %w", path, ErrNoVolume)
 		default:
-			return -1, fmt.Errorf("transfer: open %s: %w", path, err)
+			return -1, created, fmt.Errorf("transfer: open %s: %w", path, err)
 		}
 	}
-	return fd, nil
+	return fd, created, nil
+}
+
+// removeDirs removes the directories openDir created, innermost first, as
+// long as they are empty: a failed import leaves no trace, and a directory
+// another volume has meanwhile moved into stays.
+func removeDirs(created []string) {
+	for i := len(created) - 1; i >= 0; i-- {
+		if err := unix.Rmdir(created[i]); err != nil {
+			return
+		}
+	}
 }
 
 // checkTarget refuses an existing volume unless overwrite, and anything
@@ -140,7 +155,7 @@ func (v Volume) checkTarget(dirfd int, overwrite bool) error {
 // refused unless overwrite; for an export (wantExisting) the volume must
 // exist as a regular file. It moves no byte and creates nothing.
 func (v Volume) Check(wantExisting, overwrite bool) error {
-	fd, err := v.openDir(false)
+	fd, _, err := v.openDir(false)
 	if errors.Is(err, ErrNoVolume) && !wantExisting {
 		return v.checkExistingPrefix()
 	}
@@ -204,7 +219,7 @@ func (v Volume) openFile(dirfd int) (*os.File, error) {
 
 // Open opens the volume for reading (export).
 func (v Volume) Open() (*os.File, error) {
-	fd, err := v.openDir(false)
+	fd, _, err := v.openDir(false)
 	if err != nil {
 		return nil, err
 	}
