@@ -1,6 +1,7 @@
 package glance
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html"
@@ -112,7 +113,9 @@ var (
 func bodySnippet(b []byte) string {
 	const max = 200
 	s := string(b)
-	if htmlTags.MatchString(s) {
+	if msg, ok := jsonMessage(b); ok {
+		s = msg
+	} else if htmlTags.MatchString(s) {
 		s = htmlBlocks.ReplaceAllString(s, " ")
 		s = htmlTags.ReplaceAllString(s, " ")
 		s = html.UnescapeString(s)
@@ -122,6 +125,34 @@ func bodySnippet(b []byte) string {
 		s = string([]rune(s)[:max]) + "…"
 	}
 	return s
+}
+
+// jsonMessage is the message of a JSON error body: Glance's
+// {"message": ..., "title": ...} or Keystone's {"error": {"message": ...}}.
+// Glance pads its messages with newlines.
+func jsonMessage(b []byte) (string, bool) {
+	type body struct {
+		Message string `json:"message"`
+		Title   string `json:"title"`
+	}
+	var v struct {
+		body
+		Error *body `json:"error"`
+	}
+	if json.Unmarshal(b, &v) != nil {
+		return "", false
+	}
+	m := v.body
+	if m.Message == "" && v.Error != nil {
+		m = *v.Error
+	}
+	if m.Message == "" {
+		return "", false
+	}
+	if m.Title != "" && !strings.HasPrefix(m.Message, m.Title) {
+		return m.Title + ": " + m.Message, true
+	}
+	return m.Message, true
 }
 
 // fromGophercloud turns a gophercloud error into ours, keeping the status.

@@ -34,7 +34,12 @@ func TestBodySnippet(t *testing.T) {
 	}{
 		{"empty", "", ""},
 		{"plain", "  no such image\n", "no such image"},
-		{"json kept", `{"error": {"message": "a < b and c > d"}}`, `{"error": {"message": "a < b and c > d"}}`},
+		{"keystone json", `{"error": {"code": 401, "message": "The request you have made requires authentication.", "title": "Unauthorized"}}`,
+			"Unauthorized: The request you have made requires authentication."},
+		{"keystone json, html in message", `{"error": {"message": "a < b and c > d"}}`, `a < b and c > d`},
+		{"glance json", `{"message": "No image found with ID 1f\n\n\n   ", "code": "404 Not Found", "title": "Not Found"}`,
+			"Not Found: No image found with ID 1f"},
+		{"json without message kept", `{"images": []}`, `{"images": []}`},
 		{"webob page", webob, `400 Bad Request Invalid Range header "bytes=9-3".`},
 		{"doctype comment script", "<!DOCTYPE html><!-- x\n y --><HTML><Script>var a = 1 < 2;</Script><p>Gone</p>\n<p>for&nbsp;good &amp; all</p></HTML>",
 			"Gone for good & all"},

@@ -217,6 +217,18 @@ func (m *jobManager) get(id string) (Job, error) {
 // what it learned into j (under no lock: j is its own copy).
 type jobFunc func(ctx context.Context, r *jobRun, j *Job) error
 
+// free fails with a conflict when a job runs on volume: asked first, it
+// names the real cause where the volume's state would mislead (an export
+// of a volume still being imported finds no volume).
+func (m *jobManager) free(volume string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if other, ok := m.busy[volume]; ok {
+		return conflict("volume %s is in use by job %s", volume, other)
+	}
+	return nil
+}
+
 // start queues a job on volume (one job per volume at a time) and runs it.
 func (m *jobManager) start(j Job, volume string, fn jobFunc) (Job, error) {
 	m.mu.Lock()

@@ -236,6 +236,12 @@ func TestCancelAndRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)
+	// An export of the volume being imported is refused as busy, not as
+	// a volume that does not exist yet.
+	_, err = r.c.Export(ctx, ExportRequest{SPUUID: tSP, SDUUID: uuidA, ImgUUID: tImg, VolUUID: tVol, ExportInfo: TransferInfo{Domain: "alpha", Name: "x"}})
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "in use by job "+j.ID) {
+		t.Errorf("export of a volume being imported: %v, want a conflict naming the job", err)
+	}
 	c, err := r.c.CancelJob(ctx, j.ID)
 	if err != nil || c.State != JobCancelled {
 		t.Fatalf("cancel: %+v %v", c, err)
@@ -249,7 +255,12 @@ func TestCancelAndRecovery(t *testing.T) {
 	// A daemon killed mid-import leaves a running job and a temp file.
 	dir := filepath.Dir(volPath(e))
 	tmp := filepath.Join(dir, "."+tVol+".glancegw-tmp-0123456789abcdef")
-	os.WriteFile(tmp, []byte("partial"), 0o600)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tmp, []byte("partial"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	state := `{"version":1,"jobs":[{"id":"j1","kind":"import","state":"running","bytes_done":5,"bytes_total":9,"rate":0,"created":"2024-01-01T00:00:00Z","volume":"` + volPath(e) + `","verified":false}]}`
 	os.WriteFile(filepath.Join(e.cfg.StateDir, "jobs.json"), []byte(state), 0o600)
 	r2 := e.start()

@@ -115,6 +115,9 @@ func (d *Daemon) StartExport(ctx context.Context, req ExportRequest) (Job, error
 	if err != nil {
 		return Job{}, err
 	}
+	if err := d.jobs.free(vol.Path()); err != nil {
+		return Job{}, err
+	}
 	if err := vol.Check(true, false); err != nil {
 		return Job{}, err
 	}

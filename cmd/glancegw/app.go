@@ -185,7 +185,9 @@ func (e *env) table(header []string, rows [][]string) error {
 func (e *env) fields(kv [][2]string) error {
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 1, ' ', 0)
 	for _, p := range kv {
-		fmt.Fprintf(tw, "%s:\t%s\n", p[0], p[1])
+		// One field, one line: a value with line breaks would misalign
+		// the rest.
+		fmt.Fprintf(tw, "%s:\t%s\n", p[0], strings.Join(strings.Fields(p[1]), " "))
 	}
 	return tw.Flush()
 }

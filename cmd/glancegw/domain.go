@@ -123,6 +123,26 @@ func domainSpec(c *cli.Context, name string, getenv func(string) string) (hostd.
 	if auth != "keystone" && !c.IsSet("password-file") {
 		password = ""
 	}
+	// Name the flags here; the daemon can only name its API fields.
+	var missing []string
+	switch auth {
+	case "keystone":
+		for _, f := range []struct{ flag, have string }{
+			{"--auth-url URL", c.String("auth-url")}, {"--username U", c.String("username")},
+			{"--project P", c.String("project")}, {"--password-file FILE (or GLANCEGW_PASSWORD)", password},
+		} {
+			if f.have == "" {
+				missing = append(missing, f.flag)
+			}
+		}
+	case "token":
+		if token == "" {
+			missing = append(missing, "--token-file FILE (or GLANCEGW_TOKEN)")
+		}
+	}
+	if len(missing) > 0 {
+		return hostd.DomainSpec{}, usageError{fmt.Errorf("domain add: auth %s needs %s", auth, strings.Join(missing, ", "))}
+	}
 	return hostd.DomainSpec{
 		UUID: c.String("uuid"), Name: name, URL: c.String("url"), Auth: auth,
 		AuthURL: c.String("auth-url"), Username: c.String("username"), Project: c.String("project"),

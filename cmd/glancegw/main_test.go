@@ -359,7 +359,7 @@ func TestSecretsNeverFromArgv(t *testing.T) {
 			nil, map[string]any{"auth": "keystone", "password": "from-file", "auth_url": "http://k/v3"}},
 		{"password env", []string{"--auth-url", "http://k/v3", "--username", "u", "--project", "p"},
 			map[string]string{"GLANCEGW_PASSWORD": "from-env"}, map[string]any{"auth": "keystone", "password": "from-env"}},
-		{"file beats env", []string{"--auth-url", "http://k/v3", "--password-file", pw},
+		{"file beats env", []string{"--auth-url", "http://k/v3", "--username", "u", "--project", "p", "--password-file", pw},
 			map[string]string{"GLANCEGW_PASSWORD": "from-env"}, map[string]any{"auth": "keystone", "password": "from-file"}},
 		{"token file → token", []string{"--token-file", tok}, nil, map[string]any{"auth": "token", "token": "tok-from-file"}},
 		{"token env → token", nil, map[string]string{"GLANCEGW_TOKEN": "tok-env"}, map[string]any{"auth": "token", "token": "tok-env"}},
@@ -639,5 +639,30 @@ func TestMountWarning(t *testing.T) {
 	}
 	if !strings.Contains(tc.err.String(), "warning:") {
 		t.Errorf("--json: stderr %q lacks the warning", tc.err.String())
+	}
+}
+
+// TestDomainAddNamesMissingFlags: a domain that cannot authenticate is a
+// usage error naming the flags to add; nothing reaches the daemon.
+func TestDomainAddNamesMissingFlags(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--auth-url", "http://k/v3", "--username", "u", "--project", "p"}, "auth keystone needs --password-file FILE (or GLANCEGW_PASSWORD)"},
+		{[]string{"--auth", "keystone"}, "needs --auth-url URL, --username U, --project P, --password-file FILE"},
+		{[]string{"--auth", "token"}, "auth token needs --token-file FILE (or GLANCEGW_TOKEN)"},
+	} {
+		tc := newTestCLI()
+		tc.api.answer = func(string, string) (int, any) { return 201, map[string]any{"name": "x"} }
+		if code := tc.run(append([]string{"domain", "add", "x", "--url", "http://g"}, tt.args...)...); code != exitUsage || !strings.Contains(tc.err.String(), tt.want) {
+			t.Errorf("%v: exit %d, %q; want exit 2 saying %q", tt.args, code, tc.err.String(), tt.want)
+		}
+		tc.api.mu.Lock()
+		n := len(tc.api.reqs)
+		tc.api.mu.Unlock()
+		if n != 0 {
+			t.Errorf("%v: %d requests reached the daemon", tt.args, n)
+		}
 	}
 }

@@ -61,7 +61,7 @@ func (e *Engine) Inspect(ctx context.Context, src cache.BlockSource, what string
 		return res, fmt.Errorf("transfer: inspect %s: %w", what, err)
 	}
 	if err := res.Safe(); err != nil {
-		return res, fmt.Errorf("transfer: %s refused: %w", what, errors.Join(ErrUnsafe, err))
+		return res, fmt.Errorf("transfer: %s: %w: %w", what, ErrUnsafe, err)
 	}
 	return res, nil
 }

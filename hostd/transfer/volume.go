@@ -111,7 +111,7 @@ func (v Volume) openDir(create bool) (fd int, created []string, err error) {
 		case errors.Is(err, unix.ELOOP), errors.Is(err, unix.ENOTDIR):
 			return -1, created, fmt.Errorf("transfer: %s is a symlink or not a directory (refused: it could lead outside the repository): %w", path, ErrInvalid)
 		case errors.Is(err, unix.ENOENT):
-			return -1, created, fmt.Errorf("transfer: %s: %w", path, ErrNoVolume)
+			return -1, created, fmt.Errorf("transfer: %s: directory %s does not exist: %w", v.Path(), path, ErrNoVolume)
 		default:
 			return -1, created, fmt.Errorf("transfer: open %s: %w", path, err)
 		}
@@ -145,7 +145,7 @@ func (v Volume) checkTarget(dirfd int, overwrite bool) error {
 		return fmt.Errorf("transfer: %s is a directory: %w", v.Path(), ErrExists)
 	}
 	if !overwrite {
-		return fmt.Errorf("transfer: %s (ask overwrite to replace it): %w", v.Path(), ErrExists)
+		return fmt.Errorf("transfer: %s (overwrite replaces it: --overwrite, or \"overwrite\": true in the API): %w", v.Path(), ErrExists)
 	}
 	return nil
 }

@@ -224,7 +224,7 @@ func TestTransferRefusals(t *testing.T) {
 	}
 	// The unsafe image is refused by the job, which leaves nothing behind.
 	j, r := runJob(t, d, append(append([]string{"import"}, v.args()...), "--image", "g/"+unsafe.ID)...)
-	if r.Code != 1 || j.State != "failed" || !strings.Contains(j.Error, "backing file") {
+	if r.Code != 1 || j.State != "failed" || !strings.Contains(j.Error, "backing file") || strings.Contains(j.Error, "\n") {
 		t.Errorf("unsafe qcow2: %+v\n%s", j, r)
 	}
 	if ents, _ := os.ReadDir(filepath.Dir(v.path(d))); len(ents) != 0 {
