@@ -269,6 +269,12 @@ func (e *env) follow(c *cli.Context, j hostd.Job) error {
 			if ctx.Err() != nil && c.Context.Err() == nil {
 				return stoppedWaiting{j}
 			}
+			if errors.Is(err, hostd.ErrDaemonUnreachable) || errors.Is(err, io.EOF) ||
+				errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+				return fmt.Errorf("the daemon went away while job %s was %s (stopped or killed); once it runs again, "+
+					"glancegw job show %s tells what became of the job (one the daemon stopped in is interrupted): %w",
+					j.ID, j.State, j.ID, hostd.ErrDaemonUnreachable)
+			}
 			return err
 		}
 		j = next

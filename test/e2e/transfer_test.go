@@ -563,8 +563,28 @@ func TestTransferInterrupted(t *testing.T) {
 		if tmps, _ := filepath.Glob(filepath.Join(filepath.Dir(v.path(d)), ".*glancegw-tmp*")); len(tmps) != 1 {
 			t.Fatalf("mid-import there are temp files %v, want one (the pattern changed?)", tmps)
 		}
+		// A CLI waiting on the job says what happened when the daemon dies.
+		w := exec.Command(env.bin, "job", "wait", jid)
+		w.Env = append(os.Environ(), "GLANCEGW_SOCKET="+d.Socket)
+		var werr bytes.Buffer
+		w.Stderr = &werr
+		if err := w.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond) // the CLI is in its wait
 		if err := d.Kill(); err != nil {
 			t.Fatal(err)
+		}
+		waited := make(chan error, 1)
+		go func() { waited <- w.Wait() }()
+		select {
+		case <-waited:
+		case <-time.After(15 * time.Second):
+			w.Process.Kill()
+			t.Fatalf("job wait did not end 15 s after the daemon was killed")
+		}
+		if code := w.ProcessState.ExitCode(); code != 3 || !strings.Contains(werr.String(), "the daemon went away while job "+jid) {
+			t.Errorf("job wait when the daemon was killed: exit %d, stderr %q; want 3 saying the daemon went away", code, werr.String())
 		}
 		d2 := startDaemon(t, dir)
 		j := showJob(t, d2, jid)
