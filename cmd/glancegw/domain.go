@@ -427,7 +427,11 @@ Examples:
 			if err != nil {
 				return err
 			}
-			return e.clientOf(c).RemoveDomain(c.Context, a[0])
+			if err := e.clientOf(c).RemoveDomain(c.Context, a[0]); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(e.stdout, "%s removed\n", a[0])
+			return err
 		},
 	}
 }

@@ -226,6 +226,8 @@ func TestServeFlagsToConfig(t *testing.T) {
 		{"serve", "--refresh", "-1s"},
 		{"serve", "--log-format", "xml"},
 		{"serve", "--log-level", "loud"},
+		{"serve", "--nbd-listen", "notanaddr"},
+		{"serve", "--transfer-rate-limit", "fast"},
 		{"serve", "extra"},
 	} {
 		tc.served = nil

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os/signal"
 	"syscall"
 
@@ -82,6 +83,11 @@ func serveConfig(c *cli.Context) (hostd.Config, error) {
 	rate, err := parseSize(c.String("transfer-rate-limit"))
 	if err != nil || rate < 0 {
 		return hostd.Config{}, usageError{fmt.Errorf("--transfer-rate-limit: want a size per second such as 100M, not %q", c.String("transfer-rate-limit"))}
+	}
+	if l := c.String("nbd-listen"); l != "" {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			return hostd.Config{}, usageError{fmt.Errorf("--nbd-listen: want HOST:PORT such as 127.0.0.1:10809, not %q", l)}
+		}
 	}
 	return hostd.Config{
 		TransferRateLimit: rate,

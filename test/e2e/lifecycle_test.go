@@ -97,7 +97,9 @@ func TestDaemonLifecycle(t *testing.T) {
 			t.Fatalf("image list of the token domain: %v, %d images", err, len(list))
 		}
 		checkSecrets(t, d, "tokdom", token)
-		mustCLI(t, d, "domain", "remove", "tokdom")
+		if out := mustCLI(t, d, "domain", "remove", "tokdom"); strings.TrimSpace(out) != "tokdom removed" {
+			t.Errorf("domain remove said %q", out)
+		}
 		if r := cli(t, d, "domain", "show", "tokdom"); r.Code != 4 {
 			t.Fatalf("show of a removed domain: want exit 4\n%s", r)
 		}
