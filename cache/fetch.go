@@ -178,7 +178,7 @@ func (c *Cache) fill(v *view, f *fetch) {
 	}
 	cancel()
 	if err != nil {
-		err = fmt.Errorf("cache: fetch %s@%d+%d: %w", v.id, off, length, err)
+		err = fmt.Errorf("cache: fetch %d+%d: %w", off, length, err)
 		c.log.Warn("block fetch failed", "identity", v.id, "off", off, "len", length, "err", err)
 	}
 

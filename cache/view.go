@@ -33,10 +33,10 @@ func (v *view) Identity() string { return v.id }
 // cache's context; ctx only bounds this caller's wait.
 func (v *view) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
-		return 0, fmt.Errorf("cache: read %s@%d: %w", v.id, off, ErrNegativeOffset)
+		return 0, fmt.Errorf("cache: read at %d: %w", off, ErrNegativeOffset)
 	}
 	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("cache: read %s@%d: %w", v.id, off, err)
+		return 0, fmt.Errorf("cache: read at %d: %w", off, err)
 	}
 	bs := v.c.cfg.BlockSize
 	s := spanOf(off, len(p), v.size, bs)
@@ -52,7 +52,7 @@ func (v *view) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	slots, err := v.c.acquire(v, s.first, s.last, local[:0])
 	if err != nil {
 		v.drop(slots)
-		return 0, fmt.Errorf("cache: read %s@%d: %w", v.id, off, err)
+		return 0, fmt.Errorf("cache: read at %d: %w", off, err)
 	}
 	if seq {
 		v.readAhead(st, s.last)
@@ -68,7 +68,7 @@ func (v *view) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 			sl.blk, sl.zero, err = v.c.wait(ctx, f, b)
 			if err != nil {
 				v.drop(slots[i+1:])
-				return n, fmt.Errorf("cache: read %s@%d: %w", v.id, off, err)
+				return n, fmt.Errorf("cache: read at %d: %w", off, err)
 			}
 		}
 		bo, do, cnt := piece(b, off, s.n, bs)
@@ -104,10 +104,10 @@ func (v *view) drop(slots []slot) {
 // Blocks not yet fetched, or holding data, are reported as data.
 func (v *view) Map(ctx context.Context, off, length int64) ([]Extent, error) {
 	if off < 0 || length < 0 {
-		return nil, fmt.Errorf("cache: map %s@%d+%d: %w", v.id, off, length, ErrNegativeOffset)
+		return nil, fmt.Errorf("cache: map %d+%d: %w", off, length, ErrNegativeOffset)
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("cache: map %s@%d+%d: %w", v.id, off, length, err)
+		return nil, fmt.Errorf("cache: map %d+%d: %w", off, length, err)
 	}
 	end := v.size
 	if length < v.size-off {
