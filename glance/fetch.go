@@ -244,7 +244,7 @@ func (f *fetcher) open(ctx context.Context, off, length int64) (*stream, error) 
 	resp, err := f.cfg.hc.Do(req)
 	if err != nil {
 		cancel(nil)
-		return nil, fmt.Errorf("GET: %w", redactURLError(err, f.cfg.name))
+		return nil, fmt.Errorf("GET: %w", redactURLError(err))
 	}
 	s := &stream{body: resp.Body, cancel: cancel, window: length}
 	fail := func(err error) (*stream, error) {
@@ -364,12 +364,12 @@ func addHeaders(h, extra http.Header) {
 	}
 }
 
-// redactURLError replaces the URL in a transport error, which may carry a
-// signed query, with the loggable name of the source.
-func redactURLError(err error, name string) error {
+// redactURLError drops the URL from a transport error: it may carry a
+// signed query, and the caller's message names the source already.
+func redactURLError(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		ue.URL = name
+		return ue.Err
 	}
 	return err
 }

@@ -141,7 +141,7 @@ func discoverSize(ctx context.Context, fc fetcherConfig) (discovery, error) {
 			req.Header.Set("Range", "bytes=0-0")
 		}
 		resp, err := fc.hc.Do(req)
-		return resp, redactURLError(err, fc.name)
+		return resp, redactURLError(err)
 	}
 	validator := func(h http.Header) string { return h.Get("ETag") + "|" + h.Get("Last-Modified") }
 
