@@ -196,13 +196,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.ShutdownTimeout)
 	defer cancel()
+	// Jobs first: a client long-polling a job then hears it was
+	// interrupted, and the API drains at once instead of waiting out the
+	// poll.
+	d.jobs.shutdown(sctx)
 	if err := api.Shutdown(sctx); err != nil {
 		d.log.Warn("api shutdown", "err", err)
 	}
 	if err := nbdSrv.Shutdown(sctx); err != nil {
 		d.log.Warn("nbd shutdown", "err", err)
 	}
-	d.jobs.shutdown(sctx)
 	for _, l := range listeners {
 		l.Close()
 	}

@@ -357,3 +357,38 @@ func TestExportToDomain(t *testing.T) {
 		t.Errorf("unknown domain: %v", err)
 	}
 }
+
+// TestShutdownInterruptsJobsFirst: on shutdown a client long-polling a
+// running job hears it was interrupted, and the daemon does not wait out
+// the poll.
+func TestShutdownInterruptsJobsFirst(t *testing.T) {
+	e := newTestEnv(t)
+	srv := slowServer(t, testData(64<<20), "", 300*time.Millisecond)
+	e.cfg.Transfer.ChunkSize = 1 << 20
+	e.cfg.ShutdownTimeout = 20 * time.Second
+	r := e.start()
+	j, err := r.c.Import(ctx, importReq(srv.URL+"/slow", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	waited := make(chan Job, 1)
+	go func() {
+		got, _ := r.c.WaitJob(ctx, j.ID, 30*time.Second)
+		waited <- got
+	}()
+	time.Sleep(200 * time.Millisecond) // the poll is in the daemon
+	start := time.Now()
+	r.stop(t)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("shutdown with a job and a waiting client took %v", took)
+	}
+	select {
+	case got := <-waited:
+		if got.State != JobInterrupted {
+			t.Errorf("the waiting client heard %q, want interrupted", got.State)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting client got no answer")
+	}
+}
