@@ -49,15 +49,30 @@ type watch struct {
 type Retry struct {
 	Offset  int64         // where the next attempt starts: the last good byte
 	Attempt int           // attempts that failed so far (1 after the first)
+	Failing time.Duration // since the first attempt started
 	Wait    time.Duration // back-off before the next attempt
+	For     time.Duration // no attempt starts later than this after the first
 	Err     error         // what failed (no credentials: errors never carry them)
 }
 
 // String is a one-line account for a user, e.g. "source read at 1.2 GiB
-// failed (attempt 2; next in 2s): glance: ... timeout".
+// failed (attempt 2, 3s in; retrying in 2s, for up to 30s): glance: ...
+// connection refused".
 func (r *Retry) String() string {
-	return fmt.Sprintf("source read at %s failed (attempt %d; next in %s): %v",
-		sizeString(r.Offset), r.Attempt, r.Wait.Round(time.Millisecond), r.Err)
+	return fmt.Sprintf("source read at %s failed (attempt %d, %s in; retrying in %s, for up to %s): %v",
+		sizeString(r.Offset), r.Attempt, roundDuration(r.Failing), roundDuration(r.Wait), roundDuration(r.For), r.Err)
+}
+
+// roundDuration rounds d for a reader: to seconds from 10 s up, else to
+// tenths of a second, and below one to milliseconds.
+func roundDuration(d time.Duration) time.Duration {
+	switch {
+	case d >= 10*time.Second:
+		return d.Round(time.Second)
+	case d >= time.Second:
+		return d.Round(100 * time.Millisecond)
+	}
+	return d.Round(time.Millisecond)
 }
 
 // sizeString prints n bytes with a binary unit, as the CLI does.
@@ -254,12 +269,14 @@ func (e *Engine) readChunk(ctx context.Context, src cache.BlockSource, p []byte,
 }
 
 // readRetry fills p from src at off, retrying a failed read from the last
-// good byte with back-off. retry, if set, is told of every retry before its
+// good byte with back-off as long as the next attempt starts within
+// RetryFor of the first. retry, if set, is told of every retry before its
 // back-off, and called with nil when a retried read went through. It
 // returns the bytes read and the retries made.
 func (e *Engine) readRetry(ctx context.Context, src cache.BlockSource, p []byte, off int64, retry func(*Retry)) (int, int, error) {
 	got := 0
 	backoff := e.cfg.Backoff
+	begin := time.Now()
 	for attempt := 0; ; attempt++ {
 		n, err := src.ReadAt(ctx, p[got:], off+int64(got))
 		got += n
@@ -275,12 +292,23 @@ func (e *Engine) readRetry(ctx context.Context, src cache.BlockSource, p []byte,
 		if ctx.Err() != nil {
 			return got, attempt, context.Cause(ctx)
 		}
-		if attempt >= e.cfg.Retries || !transient(err) {
+		if !transient(err) {
 			return got, attempt, fmt.Errorf("transfer: read source at %d: %w", off+int64(got), err)
 		}
-		e.log.Warn("source read failed; retrying", "offset", off+int64(got), "attempt", attempt+1, "err", err)
+		failing := time.Since(begin)
+		if failing+backoff > e.cfg.RetryFor {
+			tries := "1 attempt"
+			if attempt > 0 {
+				tries = strconv.Itoa(attempt+1) + " attempts"
+			}
+			return got, attempt, fmt.Errorf("transfer: read source at %d: gave up after %s in %s: %w",
+				off+int64(got), tries, roundDuration(failing), err)
+		}
+		e.log.Warn("source read failed; retrying", "offset", off+int64(got), "attempt", attempt+1,
+			"failing", failing, "backoff", backoff, "err", err)
 		if retry != nil {
-			retry(&Retry{Offset: off + int64(got), Attempt: attempt + 1, Wait: backoff, Err: err})
+			retry(&Retry{Offset: off + int64(got), Attempt: attempt + 1, Failing: failing, Wait: backoff,
+				For: e.cfg.RetryFor, Err: err})
 		}
 		t := time.NewTimer(backoff)
 		select {
@@ -289,7 +317,7 @@ func (e *Engine) readRetry(ctx context.Context, src cache.BlockSource, p []byte,
 			t.Stop()
 			return got, attempt, context.Cause(ctx)
 		}
-		backoff *= 2
+		backoff = min(2*backoff, e.cfg.MaxBackoff)
 	}
 }
 
