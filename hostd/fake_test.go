@@ -26,6 +26,9 @@ type fakeGlance struct {
 	hang    chan struct{} // when set, List waits for it (or ctx): a Glance that never answers
 	lists   int
 	reads   atomic.Int64 // ReadAt calls on its sources
+	// readHook, when set before a source is made, runs before each of its
+	// reads; an error fails the read.
+	readHook func(ctx context.Context, off int64, n int) error
 }
 
 func newFakeGlance() *fakeGlance { return &fakeGlance{data: map[string][]byte{}} }
@@ -94,17 +97,23 @@ func (f *fakeGlance) Get(ctx context.Context, id string) (glance.Image, error) {
 func (f *fakeGlance) Source(domain string, img glance.Image) cache.BlockSource {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return &memSource{id: domain + "/" + img.ID + "/" + img.Checksum, b: f.data[img.ID], reads: &f.reads}
+	return &memSource{id: domain + "/" + img.ID + "/" + img.Checksum, b: f.data[img.ID], reads: &f.reads, hook: f.readHook}
 }
 
 type memSource struct {
 	id    string
 	b     []byte
 	reads *atomic.Int64
+	hook  func(ctx context.Context, off int64, n int) error
 }
 
 func (m *memSource) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	m.reads.Add(1)
+	if m.hook != nil {
+		if err := m.hook(ctx, off, len(p)); err != nil {
+			return 0, err
+		}
+	}
 	if off >= int64(len(m.b)) {
 		return 0, io.EOF
 	}

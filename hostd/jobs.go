@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/glancegw/glancegw/hostd/transfer"
 )
 
 // Causes of a job's context ending, told apart for its final state.
@@ -25,6 +27,13 @@ const (
 	keepFinished = 100
 	// maxWait bounds one long-poll of GET /v1/jobs/{id}/wait.
 	maxWait = 60 * time.Second
+	// stallAfter is how long a running job may move no byte before it
+	// shows as stalled (the Glance client gives up on a silent body after
+	// as long).
+	stallAfter = 10 * time.Second
+	// rateWindow is what a running job's rate is measured over: a job
+	// that moved nothing for as long shows 0.
+	rateWindow = 10 * time.Second
 )
 
 type jobsFile struct {
@@ -40,6 +49,20 @@ type jobRun struct {
 	cancel   context.CancelCauseFunc
 	finished chan struct{}
 	started  time.Time
+	now      func() time.Time
+
+	// What the transfer reports as it goes, without the manager's lock
+	// (it may be taken inside it).
+	mu       sync.Mutex
+	moved    time.Time // when a byte last moved; the start until one did
+	samples  []sample  // bytes done about once a second, the last rateWindow and one before
+	retrying string    // the retry the engine waits for, if any
+}
+
+// sample is a job's bytes done at a moment.
+type sample struct {
+	at   time.Time
+	done int64
 }
 
 // jobManager runs import and export jobs, at most MaxJobs at once, and
@@ -88,6 +111,7 @@ func (m *jobManager) load() (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, j := range jf.Jobs {
+		j.Retrying, j.StalledSeconds = "", 0 // live state of a run that is over
 		if !j.Done() {
 			now := m.now().UTC()
 			j.State, j.Ended, changed = JobInterrupted, &now, true
@@ -165,7 +189,9 @@ func (m *jobManager) update(id string, f func(j *Job)) (Job, error) {
 	return j, m.write()
 }
 
-// snapshotLocked is the job with live progress.
+// snapshotLocked is the job with live progress. A running job's rate is
+// that of the last rateWindow, it names the retry its source waits for,
+// and says for how long no byte moved once that is stallAfter or more.
 func (m *jobManager) snapshotLocked(r *jobRun) Job {
 	j := r.job
 	if !j.Done() || j.State == JobSucceeded {
@@ -175,9 +201,14 @@ func (m *jobManager) snapshotLocked(r *jobRun) Job {
 		j.BytesTotal = t
 	}
 	if j.State == JobRunning && !r.started.IsZero() {
-		if el := m.now().Sub(r.started).Seconds(); el > 0 {
-			j.Rate = float64(j.BytesDone) / el
+		now := m.now()
+		r.mu.Lock()
+		j.Rate = r.rateLocked(now, j.BytesDone)
+		j.Retrying = r.retrying
+		if idle := now.Sub(r.moved); idle >= stallAfter && (j.BytesTotal <= 0 || j.BytesDone < j.BytesTotal) {
+			j.StalledSeconds = int64(idle / time.Second)
 		}
+		r.mu.Unlock()
 	}
 	return j
 }
@@ -242,7 +273,7 @@ func (m *jobManager) start(j Job, volume string, fn jobFunc) (Job, error) {
 	}
 	j.ID, j.State, j.Created = newUUID(), JobQueued, m.now().UTC()
 	ctx, cancel := context.WithCancelCause(m.life)
-	r := &jobRun{job: j, cancel: cancel, finished: make(chan struct{})}
+	r := &jobRun{job: j, cancel: cancel, finished: make(chan struct{}), now: m.now}
 	m.busy[volume] = j.ID
 	m.jobs = append(m.jobs, r)
 	m.wg.Add(1)
@@ -272,6 +303,9 @@ func (m *jobManager) run(ctx context.Context, r *jobRun, fn jobFunc) error {
 	}
 	m.mu.Lock()
 	now := m.now().UTC()
+	r.mu.Lock()
+	r.moved = now
+	r.mu.Unlock()
 	r.job.State, r.job.Started, r.started = JobRunning, &now, now
 	work := r.job
 	m.mu.Unlock()
@@ -294,6 +328,7 @@ func (m *jobManager) finish(ctx context.Context, r *jobRun, volume string, err e
 	if t := r.total.Load(); t > 0 {
 		j.BytesTotal = t
 	}
+	j.Retrying, j.StalledSeconds = "", 0
 	if !r.started.IsZero() {
 		if el := now.Sub(r.started).Seconds(); el > 0 {
 			j.Rate = float64(j.BytesDone) / el
@@ -392,7 +427,54 @@ func (m *jobManager) wait(ctx context.Context, id string, timeout time.Duration)
 	return m.get(id)
 }
 
-// progress is what a job's transfer reports through.
-func (r *jobRun) progress(n int64) { r.done.Add(n) }
+// progress is what a job's transfer reports its bytes through.
+func (r *jobRun) progress(n int64) {
+	done := r.done.Add(n)
+	now := r.now()
+	r.mu.Lock()
+	r.moved = now
+	if k := len(r.samples); k == 0 || now.Sub(r.samples[k-1].at) >= time.Second {
+		// Keep the last sample older than the window: the rate's base.
+		drop := 0
+		for drop+1 < k && now.Sub(r.samples[drop+1].at) >= rateWindow {
+			drop++
+		}
+		r.samples = append(r.samples[drop:], sample{at: now, done: done})
+	}
+	r.mu.Unlock()
+}
+
+// retry is what a job's transfer reports a retried source read through
+// (nil: the read went through).
+func (r *jobRun) retry(rt *transfer.Retry) {
+	msg := ""
+	if rt != nil {
+		msg = rt.String()
+	}
+	r.mu.Lock()
+	r.retrying = msg
+	r.mu.Unlock()
+}
+
+// rateLocked is the bytes per second of the last rateWindow (since the
+// start, while the job is younger): 0 once nothing moved for as long.
+// r.mu held.
+func (r *jobRun) rateLocked(now time.Time, done int64) float64 {
+	if now.Sub(r.moved) >= rateWindow {
+		return 0
+	}
+	base := sample{at: r.started}
+	for _, s := range r.samples {
+		if now.Sub(s.at) < rateWindow {
+			break
+		}
+		base = s
+	}
+	el := now.Sub(base.at).Seconds()
+	if el <= 0 {
+		return 0
+	}
+	return float64(done-base.done) / el
+}
 
 func jobsPath(stateDir string) string { return filepath.Join(stateDir, "jobs.json") }

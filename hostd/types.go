@@ -169,19 +169,21 @@ const (
 // Job is one import or export as the API shows it. Source and Target carry
 // no credentials.
 type Job struct {
-	ID         string     `json:"id"`
-	Kind       string     `json:"kind"`
-	State      string     `json:"state"`
-	BytesDone  int64      `json:"bytes_done"`
-	BytesTotal int64      `json:"bytes_total"`
-	Rate       float64    `json:"rate"` // bytes/s since the job started
-	Error      string     `json:"error,omitempty"`
-	Created    time.Time  `json:"created"`
-	Started    *time.Time `json:"started,omitempty"`
-	Ended      *time.Time `json:"ended,omitempty"`
-	Volume     string     `json:"volume"`
-	Source     string     `json:"source,omitempty"`
-	Target     string     `json:"target,omitempty"`
+	ID         string `json:"id"`
+	Kind       string `json:"kind"`
+	State      string `json:"state"`
+	BytesDone  int64  `json:"bytes_done"`
+	BytesTotal int64  `json:"bytes_total"`
+	// Rate is bytes/s: over the last 10 s while the job runs (0 once
+	// nothing moved for that long), over the whole run once it ended.
+	Rate    float64    `json:"rate"`
+	Error   string     `json:"error,omitempty"`
+	Created time.Time  `json:"created"`
+	Started *time.Time `json:"started,omitempty"`
+	Ended   *time.Time `json:"ended,omitempty"`
+	Volume  string     `json:"volume"`
+	Source  string     `json:"source,omitempty"`
+	Target  string     `json:"target,omitempty"`
 	// Filled as the job learns them.
 	Format      string `json:"format,omitempty"`
 	VirtualSize int64  `json:"virtual_size,omitempty"`
@@ -195,6 +197,13 @@ type Job struct {
 	// the job succeeds; recorded before the upload starts, so a restart
 	// after kill -9 deletes it too. Empty once deleted (or the job succeeded).
 	CleanupImage string `json:"cleanup_image,omitempty"`
+	// While the job runs, what troubles its source. Retrying is the failed
+	// read the engine is about to try again (what failed, where, the
+	// attempt, when the next is), cleared once a retried read went
+	// through; StalledSeconds counts the seconds since a byte last moved,
+	// once that is 10 or more and bytes remain.
+	Retrying       string `json:"retrying,omitempty"`
+	StalledSeconds int64  `json:"stalled_seconds,omitempty"`
 }
 
 // Done reports whether the job reached a final state.

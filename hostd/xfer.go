@@ -71,7 +71,7 @@ func (d *Daemon) StartImport(ctx context.Context, req ImportRequest) (Job, error
 		}
 		meta, err := d.engine.Import(ctx, transfer.ImportSpec{
 			Volume: vol, Source: src, SourceURL: j.Source, Expect: expect,
-			Overwrite: req.Overwrite, Progress: r.progress,
+			Overwrite: req.Overwrite, Progress: r.progress, Retrying: r.retry,
 		})
 		j.Format, j.VirtualSize, j.Verified = meta.Format, meta.VirtualSize, meta.Verified
 		if !meta.Checksum.IsZero() {
@@ -176,7 +176,7 @@ func (d *Daemon) StartExport(ctx context.Context, req ExportRequest) (Job, error
 		}
 		defer fsrc.Close()
 		r.total.Store(fsrc.Size())
-		spec := transfer.ExportSpec{Source: d.cache.Open(fsrc), What: vol.Path(), Progress: r.progress}
+		spec := transfer.ExportSpec{Source: d.cache.Open(fsrc), What: vol.Path(), Progress: r.progress, Retrying: r.retry}
 		if err := target(ctx, &spec); err != nil {
 			return err
 		}

@@ -260,6 +260,7 @@ func (e *env) follow(c *cli.Context, j hostd.Job) error {
 	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	lastRetry := ""
 	for !j.Done() {
 		next, err := cl.WaitJob(ctx, j.ID, poll)
 		if err != nil {
@@ -281,10 +282,15 @@ func (e *env) follow(c *cli.Context, j hostd.Job) error {
 		switch {
 		case jsonOut(c):
 		case tty:
+			// The bar stays one line; each new retry gets a line above it.
+			if j.Retrying != "" && j.Retrying != lastRetry {
+				fmt.Fprintf(e.stderr, "\r\x1b[Kjob %s: %s\n", j.ID, j.Retrying)
+			}
 			fmt.Fprintf(e.stderr, "\r%s\x1b[K", progressBar(j, 30))
 		case !j.Done():
 			fmt.Fprintf(e.stderr, "job %s: %s\n", j.ID, progressLine(j))
 		}
+		lastRetry = j.Retrying
 	}
 	if tty {
 		fmt.Fprintln(e.stderr)
@@ -352,18 +358,40 @@ func eta(j hostd.Job) string {
 	return fmt.Sprintf("%d:%02d", s/60, s%60)
 }
 
-// progressBar is one line: bar, percent, bytes, rate, ETA.
+// progressBar is one line: bar, percent, bytes, rate, ETA, state, and
+// whether the source stalls or a read is being retried.
 func progressBar(j hostd.Job, width int) string {
 	p := percent(j)
 	fill := int(p / 100 * float64(width))
 	fill = min(max(fill, 0), width)
+	state := j.State
+	if j.StalledSeconds > 0 {
+		state += ", " + stalled(j)
+	}
+	if j.Retrying != "" {
+		state += ", retrying"
+	}
 	return fmt.Sprintf("[%s%s] %5.1f%%  %s / %s  %s/s  ETA %s  %s", strings.Repeat("#", fill), strings.Repeat(".", width-fill),
-		p, humanSize(j.BytesDone), humanSize(j.BytesTotal), humanSize(int64(j.Rate)), eta(j), j.State)
+		p, humanSize(j.BytesDone), humanSize(j.BytesTotal), humanSize(int64(j.Rate)), eta(j), state)
 }
 
+// progressLine is the plain line: progressBar's facts and the retry in
+// full.
 func progressLine(j hostd.Job) string {
-	return fmt.Sprintf("%s %.1f%% %s of %s, %s/s, ETA %s", j.State, percent(j), humanSize(j.BytesDone),
+	line := fmt.Sprintf("%s %.1f%% %s of %s, %s/s, ETA %s", j.State, percent(j), humanSize(j.BytesDone),
 		humanSize(j.BytesTotal), humanSize(int64(j.Rate)), eta(j))
+	if j.StalledSeconds > 0 {
+		line += ", " + stalled(j)
+	}
+	if j.Retrying != "" {
+		line += "; " + j.Retrying
+	}
+	return line
+}
+
+// stalled says for how long no byte moved.
+func stalled(j hostd.Job) string {
+	return "stalled " + (time.Duration(j.StalledSeconds) * time.Second).String()
 }
 
 // isTerminal reports whether w is a terminal (tests set e.terminal).
@@ -390,8 +418,14 @@ func (e *env) showJob(j hostd.Job) error {
 		{"id", j.ID}, {"kind", j.Kind}, {"state", j.State},
 		{"progress", fmt.Sprintf("%.1f%% (%s of %s)", percent(j), humanSize(j.BytesDone), humanSize(j.BytesTotal))},
 		{"rate", humanSize(int64(j.Rate)) + "/s"},
-		{"volume", j.Volume},
 	}
+	if j.StalledSeconds > 0 {
+		kv = append(kv, [2]string{"stalled", fmt.Sprintf("no byte moved for %s", time.Duration(j.StalledSeconds)*time.Second)})
+	}
+	if j.Retrying != "" {
+		kv = append(kv, [2]string{"retrying", j.Retrying})
+	}
+	kv = append(kv, [2]string{"volume", j.Volume})
 	if j.Source != "" {
 		kv = append(kv, [2]string{"source", j.Source})
 	}
@@ -498,7 +532,10 @@ Examples:
 			{
 				Name: "wait", Usage: "wait for a job, showing its progress", ArgsUsage: "ID", Flags: jsonFlag,
 				Description: `Follows the job to its end: a progress bar (bytes, %, rate, ETA) on a
-terminal, a line every 10 s otherwise. The exit code is the job's: 0 succeeded,
+terminal, a line every 10 s otherwise. Both say when the source stalls (no byte
+moved for 10 s; the rate is that of the last 10 s) and when a failed read is
+being retried (the line, or a line above the bar, gives what failed, where and
+when the next attempt is). The exit code is the job's: 0 succeeded,
 1 failed or interrupted, 130 cancelled. Ctrl-C stops the waiting, not the job
 (exit 130).
 

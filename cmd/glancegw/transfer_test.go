@@ -191,3 +191,94 @@ func TestJobListAndCancel(t *testing.T) {
 		t.Errorf("show without id: exit %d", code)
 	}
 }
+
+const retryMsg = "source read at 1.4 GiB failed (attempt 2, 3.2s in; retrying in 2s, for up to 30s): glance: read image x: GET: connection refused"
+
+// troubleAPI answers job j1 as running at 50% with its source in trouble
+// for the first polls (retrying and stalled 25 s, at rate 0), then moving
+// again, then succeeded.
+func troubleAPI(tc *testCLI) {
+	var polls atomic.Int32
+	tc.api.answer = func(method, path string) (int, any) {
+		j := hostd.Job{ID: "j1", Kind: "import", State: "running", BytesDone: 1 << 30, BytesTotal: 2 << 30,
+			Retrying: retryMsg, StalledSeconds: 25}
+		n := polls.Add(1)
+		switch {
+		case n >= 5:
+			j.State, j.BytesDone, j.Retrying, j.StalledSeconds, j.Rate = hostd.JobSucceeded, 2<<30, "", 0, 100<<20
+		case n >= 4:
+			j.Retrying, j.StalledSeconds, j.Rate = "", 0, 100<<20
+		}
+		return 200, j
+	}
+}
+
+// TestWaitShowsSourceTrouble: the plain progress line every 10 s says the
+// job is stalled, claims no rate or ETA, and gives the retry in full; once
+// bytes move again it says neither.
+func TestWaitShowsSourceTrouble(t *testing.T) {
+	tc := newTestCLI()
+	troubleAPI(tc)
+	if code := tc.run("job", "wait", "j1"); code != 0 {
+		t.Fatalf("exit %d: %s", code, tc.err.String())
+	}
+	lines := strings.Split(strings.TrimSpace(tc.err.String()), "\n")
+	want := "job j1: running 50.0% 1.0 GiB of 2.0 GiB, 0 B/s, ETA --:--, stalled 25s; " + retryMsg
+	if len(lines) < 3 || lines[0] != want {
+		t.Fatalf("progress lines:\n%s\nwant the first to be\n%s", tc.err.String(), want)
+	}
+	if l := lines[len(lines)-1]; strings.Contains(l, "stalled") || strings.Contains(l, "retrying") || !strings.Contains(l, "100.0 MiB/s") {
+		t.Errorf("moving again: %q, want a rate and no trouble", l)
+	}
+}
+
+// TestProgressBarShowsSourceTrouble: on a terminal the bar stays one line
+// saying stalled and retrying; the retry itself is printed once on a line
+// of its own above it, however many redraws it lasts.
+func TestProgressBarShowsSourceTrouble(t *testing.T) {
+	tc := newTestCLI()
+	troubleAPI(tc)
+	var out, errb bytes.Buffer
+	e := &env{stdout: &out, stderr: &errb, getenv: func(string) string { return "" },
+		client:   func(s string) *hostd.Client { c := hostd.NewClient(s); c.Transport = tc.api; return c },
+		terminal: func(io.Writer) bool { return true },
+	}
+	if code := run([]string{"glancegw", "job", "wait", "j1"}, e); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	s := errb.String()
+	if n := strings.Count(s, "\r\x1b[Kjob j1: "+retryMsg+"\n"); n != 1 {
+		t.Errorf("the retry was printed %d times on its own line, want once: %q", n, s)
+	}
+	if !strings.Contains(s, "0 B/s  ETA --:--  running, stalled 25s, retrying\x1b[K") {
+		t.Errorf("bar does not say stalled and retrying: %q", s)
+	}
+	for _, redraw := range strings.Split(s, "\r") {
+		if strings.HasPrefix(redraw, "[") && strings.Contains(redraw, "\n") && !strings.HasSuffix(redraw, "\n") {
+			t.Errorf("a bar spans lines: %q", redraw)
+		}
+	}
+}
+
+func TestJobShowSourceTrouble(t *testing.T) {
+	tc := newTestCLI()
+	tc.api.answer = func(method, path string) (int, any) {
+		return 200, hostd.Job{ID: "j1", Kind: "import", State: "running", BytesDone: 1 << 30, BytesTotal: 2 << 30,
+			Retrying: retryMsg, StalledSeconds: 65}
+	}
+	if code := tc.run("job", "show", "j1"); code != 0 {
+		t.Fatalf("exit %d: %s", code, tc.err.String())
+	}
+	for _, want := range []string{"stalled:  no byte moved for 1m5s\n", "retrying: " + retryMsg + "\n"} {
+		if !strings.Contains(tc.out.String(), want) {
+			t.Errorf("job show lacks %q:\n%s", want, tc.out.String())
+		}
+	}
+	tc.api.answer = func(method, path string) (int, any) {
+		return 200, hostd.Job{ID: "j1", Kind: "import", State: "running", BytesDone: 1 << 30, BytesTotal: 2 << 30}
+	}
+	tc.run("job", "show", "j1")
+	if strings.Contains(tc.out.String(), "stalled") || strings.Contains(tc.out.String(), "retrying") {
+		t.Errorf("a job without trouble shows some:\n%s", tc.out.String())
+	}
+}

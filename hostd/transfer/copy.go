@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,12 +37,64 @@ type copyStats struct {
 	retries int
 }
 
+// watch is how a copy tells its caller what happens to the source: bytes
+// that arrived, and reads that failed and are tried again. Both may be nil.
+type watch struct {
+	moved func(n int64)
+	retry func(r *Retry)
+}
+
+// Retry says that a source read failed and will be tried again. A nil
+// *Retry, passed after one or more of these, says the read went through.
+type Retry struct {
+	Offset  int64         // where the next attempt starts: the last good byte
+	Attempt int           // attempts that failed so far (1 after the first)
+	Failing time.Duration // since the first attempt started
+	Wait    time.Duration // back-off before the next attempt
+	For     time.Duration // no attempt starts later than this after the first
+	Err     error         // what failed (no credentials: errors never carry them)
+}
+
+// String is a one-line account for a user, e.g. "source read at 1.2 GiB
+// failed (attempt 2, 3s in; retrying in 2s, for up to 30s): glance: ...
+// connection refused".
+func (r *Retry) String() string {
+	return fmt.Sprintf("source read at %s failed (attempt %d, %s in; retrying in %s, for up to %s): %v",
+		sizeString(r.Offset), r.Attempt, roundDuration(r.Failing), roundDuration(r.Wait), roundDuration(r.For), r.Err)
+}
+
+// roundDuration rounds d for a reader: to seconds from 10 s up, else to
+// tenths of a second, and below one to milliseconds.
+func roundDuration(d time.Duration) time.Duration {
+	switch {
+	case d >= 10*time.Second:
+		return d.Round(time.Second)
+	case d >= time.Second:
+		return d.Round(100 * time.Millisecond)
+	}
+	return d.Round(time.Millisecond)
+}
+
+// sizeString prints n bytes with a binary unit, as the CLI does.
+func sizeString(n int64) string {
+	const units = "KMGTPE"
+	if n < 1024 {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	f, i := float64(n)/1024, 0
+	for f >= 1024 && i < len(units)-1 {
+		f /= 1024
+		i++
+	}
+	return strconv.FormatFloat(f, 'f', 1, 64) + " " + units[i:i+1] + "iB"
+}
+
 // copyVerified copies src into f: readers fetch chunks in offset order,
 // writers write their non-zero runs at the same offsets, and one hasher
 // feeds h in offset order through a reorder buffer, so the digest is known
-// when the last chunk lands and no second pass is needed. done is called
-// with the bytes of each finished chunk.
-func (e *Engine) copyVerified(ctx context.Context, src cache.BlockSource, f *volumeWriter, h hash.Hash, done func(int64)) (copyStats, error) {
+// when the last chunk lands and no second pass is needed. w.moved is called
+// as the bytes of each piece arrive from the source.
+func (e *Engine) copyVerified(ctx context.Context, src cache.BlockSource, f *volumeWriter, h hash.Hash, w watch) (copyStats, error) {
 	size := src.Size()
 	var st copyStats
 	if size == 0 {
@@ -69,9 +122,6 @@ func (e *Engine) copyVerified(ctx context.Context, src cache.BlockSource, f *vol
 
 	release := func(c *chunk) {
 		if c.refs.Add(-1) == 0 {
-			if done != nil && ctx.Err() == nil {
-				done(int64(len(c.buf)))
-			}
 			free <- c.buf[:cap(c.buf)]
 		}
 	}
@@ -107,7 +157,7 @@ func (e *Engine) copyVerified(ctx context.Context, src cache.BlockSource, f *vol
 				off := i * chunkSize
 				n := min(chunkSize, size-off)
 				c := &chunk{idx: i, off: off, buf: buf[:n]}
-				r, err := e.readPaced(ctx, src, c.buf, off)
+				r, err := e.readChunk(ctx, src, c.buf, off, w)
 				retries.Add(int64(r))
 				if err != nil {
 					free <- buf
@@ -178,57 +228,62 @@ func (e *Engine) copyVerified(ctx context.Context, src cache.BlockSource, f *vol
 }
 
 // readAt is src.ReadAt with the engine's retries (io.ReaderAt contract).
-func (e *Engine) readAt(ctx context.Context, src cache.BlockSource, p []byte, off int64) (int, error) {
+func (e *Engine) readAt(ctx context.Context, src cache.BlockSource, p []byte, off int64, retry func(*Retry)) (int, error) {
 	want := len(p)
 	if rest := src.Size() - off; off >= 0 && int64(want) > rest {
 		want = int(max(rest, 0))
 	}
-	n, _, err := e.readRetry(ctx, src, p[:want], off)
+	n, _, err := e.readRetry(ctx, src, p[:want], off, retry)
 	if err == nil && want < len(p) {
 		err = io.EOF
 	}
 	return n, err
 }
 
-// pacePiece is the unit of a rate-limited read: small enough that a low
-// rate stays smooth.
-const pacePiece = 1 << 20
+// readPiece is the most one source call of a copy asks for: the rate limit
+// paces by it and progress is reported by it, so a slow source still shows
+// its bytes moving (a whole chunk may take many seconds).
+const readPiece = 1 << 20
 
-// readPaced is readChunk held to the engine's rate limit.
-func (e *Engine) readPaced(ctx context.Context, src cache.BlockSource, p []byte, off int64) (int, error) {
-	if e.pace == nil {
-		return e.readChunk(ctx, src, p, off)
-	}
+// readChunk fills p from src at off, one readPiece at a time, each held to
+// the engine's rate limit, retried from the last good byte with back-off,
+// and reported to w.moved once it arrived. It returns the retries it made.
+func (e *Engine) readChunk(ctx context.Context, src cache.BlockSource, p []byte, off int64, w watch) (int, error) {
 	retries := 0
 	for done := 0; done < len(p); {
-		k := min(len(p)-done, pacePiece)
+		k := min(len(p)-done, readPiece)
 		if err := e.pace.wait(ctx, k); err != nil {
 			return retries, err
 		}
-		r, err := e.readChunk(ctx, src, p[done:done+k], off+int64(done))
+		_, r, err := e.readRetry(ctx, src, p[done:done+k], off+int64(done), w.retry)
 		retries += r
 		if err != nil {
 			return retries, err
+		}
+		if w.moved != nil {
+			w.moved(int64(k))
 		}
 		done += k
 	}
 	return retries, nil
 }
 
-// readChunk fills p from src at off, retrying a failed read from the last
-// good byte with back-off. It returns the retries it made.
-func (e *Engine) readChunk(ctx context.Context, src cache.BlockSource, p []byte, off int64) (int, error) {
-	_, retries, err := e.readRetry(ctx, src, p, off)
-	return retries, err
-}
-
-func (e *Engine) readRetry(ctx context.Context, src cache.BlockSource, p []byte, off int64) (int, int, error) {
+// readRetry fills p from src at off, retrying a failed read from the last
+// good byte with back-off as long as the next attempt starts within
+// RetryFor of the first. retry, if set, is told of every retry before its
+// back-off, and called with nil when a retried read went through. It
+// returns the bytes read and the retries made.
+func (e *Engine) readRetry(ctx context.Context, src cache.BlockSource, p []byte, off int64, retry func(*Retry)) (int, int, error) {
 	got := 0
 	backoff := e.cfg.Backoff
+	begin := time.Now()
 	for attempt := 0; ; attempt++ {
 		n, err := src.ReadAt(ctx, p[got:], off+int64(got))
 		got += n
 		if got == len(p) {
+			if attempt > 0 && retry != nil {
+				retry(nil)
+			}
 			return got, attempt, nil
 		}
 		if err == nil || err == io.EOF {
@@ -237,10 +292,24 @@ func (e *Engine) readRetry(ctx context.Context, src cache.BlockSource, p []byte,
 		if ctx.Err() != nil {
 			return got, attempt, context.Cause(ctx)
 		}
-		if attempt >= e.cfg.Retries || !transient(err) {
+		if !transient(err) {
 			return got, attempt, fmt.Errorf("transfer: read source at %d: %w", off+int64(got), err)
 		}
-		e.log.Warn("source read failed; retrying", "offset", off+int64(got), "attempt", attempt+1, "err", err)
+		failing := time.Since(begin)
+		if failing+backoff > e.cfg.RetryFor {
+			tries := "1 attempt"
+			if attempt > 0 {
+				tries = strconv.Itoa(attempt+1) + " attempts"
+			}
+			return got, attempt, fmt.Errorf("transfer: read source at %d: gave up after %s in %s: %w",
+				off+int64(got), tries, roundDuration(failing), err)
+		}
+		e.log.Warn("source read failed; retrying", "offset", off+int64(got), "attempt", attempt+1,
+			"failing", failing, "backoff", backoff, "err", err)
+		if retry != nil {
+			retry(&Retry{Offset: off + int64(got), Attempt: attempt + 1, Failing: failing, Wait: backoff,
+				For: e.cfg.RetryFor, Err: err})
+		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-t.C:
@@ -248,7 +317,7 @@ func (e *Engine) readRetry(ctx context.Context, src cache.BlockSource, p []byte,
 			t.Stop()
 			return got, attempt, context.Cause(ctx)
 		}
-		backoff *= 2
+		backoff = min(2*backoff, e.cfg.MaxBackoff)
 	}
 }
 

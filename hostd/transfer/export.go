@@ -48,6 +48,11 @@ type ExportSpec struct {
 	Header http.Header // sent with the PUT; never logged
 
 	Progress func(n int64)
+	// Retrying is told of retried reads of the volume while it is
+	// inspected, as ImportSpec.Retrying. The upload itself is not retried
+	// (a body cannot be sent twice); a stalled one fails after the
+	// client's idle timeout.
+	Retrying func(r *Retry)
 }
 
 // ExportResult is what an export did.
@@ -76,7 +81,7 @@ var diskFormats = map[string]string{
 func (e *Engine) Export(ctx context.Context, spec ExportSpec) (res ExportResult, err error) {
 	src := spec.Source
 	res.Size = src.Size()
-	ins, err := e.Inspect(ctx, src, spec.What)
+	ins, err := e.inspect(ctx, src, spec.What, spec.Retrying)
 	if err != nil {
 		return res, err
 	}

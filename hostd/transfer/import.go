@@ -25,8 +25,13 @@ type ImportSpec struct {
 	// none and the copy is not verified (the .meta says so).
 	Expect    Checksum
 	Overwrite bool
-	// Progress, if set, is called with the bytes of each chunk copied.
+	// Progress, if set, is called with the bytes read from the source as
+	// they arrive, at most 1 MiB at a time.
 	Progress func(n int64)
+	// Retrying, if set, is told of every failed source read (inspection
+	// included) before the engine waits to try it again, and called with
+	// nil once a retried read went through.
+	Retrying func(r *Retry)
 }
 
 // Meta is the <volUUID>.meta file written after a verified import.
@@ -51,8 +56,13 @@ const NoChecksumNote = "source gave no checksum: the copy is not verified"
 // Inspect detects src's format (reading headers only, with the engine's
 // retries), and refuses an unsafe image with an ErrUnsafe error.
 func (e *Engine) Inspect(ctx context.Context, src cache.BlockSource, what string) (inspect.Result, error) {
+	return e.inspect(ctx, src, what, nil)
+}
+
+// inspect is Inspect telling retry of its retries (see ImportSpec.Retrying).
+func (e *Engine) inspect(ctx context.Context, src cache.BlockSource, what string, retry func(*Retry)) (inspect.Result, error) {
 	res, err := inspect.Detect(inspect.ReaderAtFunc(func(p []byte, off int64) (int, error) {
-		return e.readAt(ctx, src, p, off)
+		return e.readAt(ctx, src, p, off, retry)
 	}), src.Size())
 	if err != nil {
 		if ctx.Err() != nil {
@@ -74,7 +84,7 @@ func (e *Engine) Inspect(ctx context.Context, src cache.BlockSource, what string
 func (e *Engine) Import(ctx context.Context, spec ImportSpec) (Meta, error) {
 	v, src := spec.Volume, spec.Source
 	size := src.Size()
-	res, err := e.Inspect(ctx, src, spec.SourceURL)
+	res, err := e.inspect(ctx, src, spec.SourceURL, spec.Retrying)
 	if err != nil {
 		return Meta{}, err
 	}
@@ -124,7 +134,7 @@ func (e *Engine) Import(ctx context.Context, spec ImportSpec) (Meta, error) {
 	}
 	start := time.Now()
 	w := newVolumeWriter(f)
-	st, err := e.copyVerified(ctx, src, w, h, spec.Progress)
+	st, err := e.copyVerified(ctx, src, w, h, watch{moved: spec.Progress, retry: spec.Retrying})
 	w.Close()
 	if err != nil {
 		if ctx.Err() != nil {

@@ -63,11 +63,17 @@ type Config struct {
 	Writers int
 	// Buffers bounds the chunks in memory (default Readers+Writers+2).
 	Buffers int
-	// Retries of a failed chunk read, resuming at the last good byte, on top
-	// of the source's own retries (default 3; -1 = none).
-	Retries int
-	// Backoff before the first retry, doubled each time (default 1s).
-	Backoff time.Duration
+	// RetryFor is how long a failing source read is retried, resuming at
+	// the last good byte, counted from its first attempt: no attempt starts
+	// later (default 30s; negative: no retries). The Glance and HTTP
+	// sources retry on their own for up to ~42 s before a read fails, so a
+	// hung source is not retried again, while one that refuses at once (a
+	// Glance restarting) is retried for RetryFor.
+	RetryFor time.Duration
+	// Backoff before the first retry, doubled each time up to MaxBackoff
+	// (defaults 1s and 4s).
+	Backoff    time.Duration
+	MaxBackoff time.Duration
 	// FreeMargin is kept free beyond the image size (default 64 MiB).
 	FreeMargin int64
 	// HTTPTimeout bounds the wait for response headers of generic HTTP
@@ -106,14 +112,18 @@ func New(cfg Config, log *slog.Logger) *Engine {
 	if cfg.Buffers < cfg.Readers+1 {
 		cfg.Buffers = cfg.Readers + cfg.Writers + 2
 	}
-	if cfg.Retries == 0 {
-		cfg.Retries = 3
-	} else if cfg.Retries < 0 {
-		cfg.Retries = 0
+	if cfg.RetryFor == 0 {
+		cfg.RetryFor = 30 * time.Second
+	} else if cfg.RetryFor < 0 {
+		cfg.RetryFor = 0
 	}
 	if cfg.Backoff <= 0 {
 		cfg.Backoff = time.Second
 	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 4 * time.Second
+	}
+	cfg.MaxBackoff = max(cfg.MaxBackoff, cfg.Backoff)
 	if cfg.FreeMargin == 0 {
 		cfg.FreeMargin = 64 << 20
 	}

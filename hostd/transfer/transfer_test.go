@@ -40,7 +40,8 @@ func sha512hex(b []byte) string { s := sha512.Sum512(b); return hex.EncodeToStri
 func md5hex(b []byte) string    { s := md5.Sum(b); return hex.EncodeToString(s[:]) }
 
 func testEngine(t *testing.T) *Engine {
-	return New(Config{ChunkSize: 1 << 20, Backoff: 10 * time.Millisecond, FreeMargin: 1}, nil)
+	return New(Config{ChunkSize: 1 << 20, Backoff: 10 * time.Millisecond, MaxBackoff: 40 * time.Millisecond,
+		RetryFor: 300 * time.Millisecond, FreeMargin: 1}, nil)
 }
 
 func testVolume(t *testing.T) Volume {
