@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -608,5 +609,24 @@ func TestPipelinedSequentialRead(t *testing.T) {
 	t.Logf("%d source calls, %d stream cuts, stats %+v", len(src.Reads()), src.cuts, c.Stats())
 	if src.cuts > 4 {
 		t.Errorf("%d stream cuts for one pipelined sequential reader: %v", src.cuts, src.Reads())
+	}
+}
+
+// A failure that wraps io.EOF (a connection closed mid-body is "…: EOF")
+// reaches the reader with its own message, not as a short read.
+func TestWrappedEOFIsAFailure(t *testing.T) {
+	src := &shortSource{MemSource: cachetest.NewMemSource(cachetest.Data(4*bs, 2)), keep: bs,
+		err: fmt.Errorf("glance: read image x: GET: %w", io.EOF)}
+	c := newCache(t, cache.Config{BlockSize: bs, ReadAheadBlocks: -1})
+	v := c.Open(src)
+	p := make([]byte, bs)
+	_, err := v.ReadAt(context.Background(), p, bs)
+	if err == nil || !strings.Contains(err.Error(), "glance: read image x: GET: EOF") || strings.Contains(err.Error(), "short read") {
+		t.Fatalf("read: %v, want the source's own failure", err)
+	}
+	// The true end of the data is still io.EOF.
+	whole := c.Open(cachetest.NewMemSource(cachetest.Data(4*bs, 3)))
+	if n, err := whole.ReadAt(context.Background(), make([]byte, 2*bs), 3*bs); n != bs || err != io.EOF {
+		t.Fatalf("read across the end: %d, %v", n, err)
 	}
 }

@@ -158,10 +158,13 @@ func (c *Cache) fill(v *view, f *fetch) {
 		buf := c.getBuf(blen)
 		var n int
 		n, err = v.src.ReadAt(ctx, buf, boff)
+		// A short read ends the data only with io.EOF itself (io.ReaderAt):
+		// a wrapped one is a failure whose message says where it came
+		// from (a closed connection is "…: EOF").
 		switch {
 		case n == blen && (err == nil || errors.Is(err, io.EOF)):
 			err = nil
-		case err == nil || errors.Is(err, io.EOF):
+		case err == nil || err == io.EOF:
 			err = fmt.Errorf("short read of %d bytes: %w", n, io.ErrUnexpectedEOF)
 		}
 		if err != nil {
