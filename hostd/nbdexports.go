@@ -102,12 +102,12 @@ func (e *exports) named(ctx context.Context, only string, policy func(*domain) l
 	return exportNames(uuids, images), doms
 }
 
-func (e *exports) export(ctx context.Context, n namedImage, doms []*domain) (nbd.Export, bool) {
+func (e *exports) export(ctx context.Context, n namedImage, doms []*domain) (nbd.Export, error) {
 	src, err := doms[n.Domain].openImage(ctx, n.Image)
 	if err != nil {
-		return nbd.Export{}, false
+		return nbd.Export{}, err
 	}
-	return nbd.Export{Name: n.Name, Description: n.Image.Name, Source: src}, true
+	return nbd.Export{Name: n.Name, Description: n.Image.Name, Source: src}, nil
 }
 
 func memory(*domain) listPolicy { return fromMemory }
@@ -119,7 +119,7 @@ func (e *exports) List() []nbd.Export {
 	names, doms := e.named(ctx, "", memory)
 	out := make([]nbd.Export, 0, len(names))
 	for _, n := range names {
-		if ex, ok := e.export(ctx, n, doms); ok {
+		if ex, err := e.export(ctx, n, doms); err == nil {
 			out = append(out, ex)
 		}
 	}
@@ -130,7 +130,7 @@ func (e *exports) List() []nbd.Export {
 // miss lists Glance again (rate-limited by the catalogs) so an image
 // uploaded a moment ago is exportable at once. A name <sdUUID>/<id> asks
 // only that domain's Glance.
-func (e *exports) Lookup(name string) (nbd.Export, bool) {
+func (e *exports) Lookup(name string) (nbd.Export, error) {
 	ctx, cancel := context.WithTimeout(e.d.life, exportLookupTimeout)
 	defer cancel()
 	only, _, qualified := strings.Cut(name, "/")
@@ -146,7 +146,7 @@ func (e *exports) Lookup(name string) (nbd.Export, bool) {
 			}
 		}
 	}
-	return nbd.Export{}, false
+	return nbd.Export{}, nbd.ErrUnknownExport
 }
 
 // exportURIs gives the NBD URIs of an export: over the unix socket, and over

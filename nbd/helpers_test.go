@@ -112,8 +112,9 @@ func (f *flakySource) ReadAt(ctx context.Context, p []byte, off int64) (int, err
 
 // staticExports is a mutable Exports for tests.
 type staticExports struct {
-	mu sync.Mutex
-	m  map[string]Export
+	mu   sync.Mutex
+	m    map[string]Export
+	fail map[string]error // names whose lookup fails with this error
 }
 
 func newExports(es ...Export) *staticExports {
@@ -124,11 +125,17 @@ func newExports(es ...Export) *staticExports {
 	return s
 }
 
-func (s *staticExports) Lookup(name string) (Export, bool) {
+func (s *staticExports) Lookup(name string) (Export, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err, ok := s.fail[name]; ok {
+		return Export{}, err
+	}
 	e, ok := s.m[name]
-	return e, ok
+	if !ok {
+		return Export{}, ErrUnknownExport
+	}
+	return e, nil
 }
 
 func (s *staticExports) List() []Export {
