@@ -27,6 +27,23 @@ type negotiator struct {
 	structured bool
 	metaOn     bool   // base:allocation selected ...
 	metaExport string // ... for this export name
+
+	// The last lookup: clients name the same export in several options
+	// (qemu: SET_META_CONTEXT, then GO), and a lookup may take most of the
+	// handshake's bound when a backend hangs.
+	looked    bool
+	lookedFor string
+	lookedExp Export
+	lookedErr error
+}
+
+// lookup resolves name once per handshake for consecutive options.
+func (n *negotiator) lookup(name string) (Export, error) {
+	if !n.looked || n.lookedFor != name {
+		n.lookedExp, n.lookedErr = n.exports.Lookup(name)
+		n.looked, n.lookedFor = true, name
+	}
+	return n.lookedExp, n.lookedErr
 }
 
 // transmissionFlags are the flags we advertise for an export in the current
@@ -108,7 +125,7 @@ func (n *negotiator) option(opt uint32, data []byte) (sess session, done bool, e
 		if err := checkString(name); err != nil {
 			return session{}, false, fmt.Errorf("nbd: handshake: export name: %w", err)
 		}
-		exp, err := n.exports.Lookup(name)
+		exp, err := n.lookup(name)
 		if err != nil {
 			// This option cannot carry an error: the spec says hang up.
 			return session{}, false, fmt.Errorf("nbd: handshake: %s", unknownText(name, err))
@@ -148,7 +165,7 @@ func (n *negotiator) option(opt uint32, data []byte) (sess session, done bool, e
 		if perr != nil {
 			return session{}, false, n.reply(opt, repErrInvalid, []byte(perr.Error()))
 		}
-		exp, err := n.exports.Lookup(req.name)
+		exp, err := n.lookup(req.name)
 		if err != nil {
 			return session{}, false, n.reply(opt, repErrUnknown, []byte(unknownText(req.name, err)))
 		}
@@ -227,7 +244,7 @@ func (n *negotiator) metaContext(opt uint32, data []byte) error {
 	if err != nil {
 		return n.reply(opt, repErrInvalid, []byte(err.Error()))
 	}
-	if _, err := n.exports.Lookup(req.name); err != nil {
+	if _, err := n.lookup(req.name); err != nil {
 		return n.reply(opt, repErrUnknown, []byte(unknownText(req.name, err)))
 	}
 	list := opt == optListMetaContext
