@@ -114,6 +114,116 @@ func TestUnmountWithOpenFile(t *testing.T) {
 	}
 }
 
+// waitDone waits (bounded) for the serve loop of s to end.
+func waitDone(t *testing.T, s *Server, why string) {
+	t.Helper()
+	select {
+	case <-s.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("serve loop still running 10s after %s", why)
+	}
+}
+
+// TestMountLost: a tree someone else unmounts ends its serve loop, is Lost,
+// is no longer Attached, and its Unmount succeeds without touching the
+// mount that took its place.
+func TestMountLost(t *testing.T) {
+	d := newFakeDomain()
+	fixture(d)
+	s, dir := mountTest(t, d, suiteConfig())
+	if ok, err := s.Attached(); err != nil || !ok || s.Lost() {
+		t.Fatalf("fresh mount: attached %v (%v), lost %v; want attached, not lost", ok, err, s.Lost())
+	}
+	// What `umount -l` does.
+	if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, s, "an external umount -l")
+	if ok, err := s.Attached(); err != nil || ok || !s.Lost() {
+		t.Fatalf("after umount -l: attached %v (%v), lost %v; want lost", ok, err, s.Lost())
+	}
+
+	// A new tree at the same place; letting the old one go must not
+	// unmount it.
+	s2, err := Mount(context.Background(), dir, d, suiteConfig(), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Unmount()
+	start := time.Now()
+	if err := s.Unmount(); err != nil {
+		t.Fatalf("Unmount of a lost mount: %v", err)
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("Unmount of a lost mount took %v", el)
+	}
+	if ok, err := s2.Attached(); err != nil || !ok {
+		t.Fatalf("the new mount after the old one's Unmount: attached %v, %v", ok, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "by-id", idISO)); err != nil {
+		t.Errorf("the new mount: %v", err)
+	}
+	if err := s2.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, s2, "Unmount")
+	if s2.Lost() {
+		t.Error("a tree ended by Unmount reports Lost")
+	}
+}
+
+// TestMountDetachedWithOpenFile: after an external umount -l with a file
+// open, the tree still serves that file but is not Attached; Unmount lets it
+// go without touching the new mount at its place, and the loop ends with
+// the last close.
+func TestMountDetachedWithOpenFile(t *testing.T) {
+	d := newFakeDomain()
+	fixture(d)
+	s, dir := mountTest(t, d, suiteConfig())
+	f, err := os.Open(filepath.Join(dir, "by-id", idISO))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.Attached(); err != nil || ok {
+		t.Fatalf("after umount -l with a file open: attached %v, %v; want false", ok, err)
+	}
+	select {
+	case <-s.Done():
+		t.Fatal("serve loop ended while a file is open in the detached tree")
+	default:
+	}
+	s2, err := Mount(context.Background(), dir, d, suiteConfig(), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Unmount()
+	done := make(chan error, 1)
+	go func() { done <- s.Unmount() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Unmount of a detached mount: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		// A test process that exits with a file open in its own dead
+		// tree hangs in the kernel: close it first.
+		f.Close()
+		t.Fatal("Unmount of a detached mount hangs (it waited for a serve loop that a file keeps open)")
+	}
+	if ok, err := s2.Attached(); err != nil || !ok {
+		t.Fatalf("the new mount after the old one's Unmount: attached %v, %v", ok, err)
+	}
+	if _, err := f.ReadAt(make([]byte, 4096), 0); err != nil {
+		t.Errorf("read from the file open in the detached tree: %v", err)
+	}
+	f.Close()
+	waitDone(t, s, "the last close")
+}
+
 // staleMount leaves a FUSE mount at dir whose server is gone: the same
 // state a SIGKILLed daemon leaves (the kernel aborts the connection when
 // the last /dev/fuse descriptor closes).

@@ -73,7 +73,26 @@ func detach(path string) error {
 // mount, from a /proc/self/mountinfo document. It never touches the
 // mountpoint itself, which could hang on a live but stuck server.
 func fuseMountsAt(r io.Reader, path string) ([]string, error) {
+	mounts, err := mountsAt(r, path)
 	var types []string
+	for _, m := range mounts {
+		if isFUSE(m.fstype) {
+			types = append(types, m.fstype)
+		}
+	}
+	return types, err
+}
+
+// mountEntry is one line of mountinfo.
+type mountEntry struct {
+	dev    string // major:minor
+	fstype string
+}
+
+// mountsAt returns the mounts at path, in mountinfo's order, from a
+// /proc/self/mountinfo document.
+func mountsAt(r io.Reader, path string) ([]mountEntry, error) {
+	var out []mountEntry
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -89,15 +108,16 @@ func fuseMountsAt(r io.Reader, path string) ([]string, error) {
 		if len(fields) < 5 || sep < 0 || sep+1 >= len(fields) {
 			continue
 		}
-		fstype := fields[sep+1]
 		if unescapeMountinfo(fields[4]) != path {
 			continue
 		}
-		if fstype == "fuse" || strings.HasPrefix(fstype, "fuse.") || fstype == "fuseblk" {
-			types = append(types, fstype)
-		}
+		out = append(out, mountEntry{dev: fields[2], fstype: fields[sep+1]})
 	}
-	return types, sc.Err()
+	return out, sc.Err()
+}
+
+func isFUSE(fstype string) bool {
+	return fstype == "fuse" || strings.HasPrefix(fstype, "fuse.") || fstype == "fuseblk"
 }
 
 // unescapeMountinfo undoes the kernel's octal escapes (\040 for space, ...).

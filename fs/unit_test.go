@@ -195,6 +195,12 @@ garbage line
 			t.Errorf("fuseMountsAt(%q) = %q, %v; want %d mounts", tc.path, got, err, tc.want)
 		}
 	}
+	// Stacked mounts in mountinfo's order, told apart by their device.
+	got, err := mountsAt(strings.NewReader(mi), "/run/glancegw/mnt/my dom")
+	want := []mountEntry{{"0:50", "fuse.glancegw"}, {"0:51", "fuse.glancegw"}}
+	if err != nil || len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("mountsAt = %+v, %v; want %+v", got, err, want)
+	}
 }
 
 // shortSource claims more bytes than it has.

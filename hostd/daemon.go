@@ -546,10 +546,16 @@ func (d *Daemon) Status() Status {
 	d.mu.RUnlock()
 	for _, dom := range d.domainList() {
 		v := dom.view()
-		if v.Active {
-			s.Mounts = append(s.Mounts, MountInfo{Domain: v.Name, UUID: v.UUID, Mountpoint: v.Mountpoint})
+		m := MountInfo{Domain: v.Name, UUID: v.UUID, Mountpoint: v.Mountpoint}
+		switch {
+		case v.Active:
+			s.Mounts = append(s.Mounts, m)
+		case v.Lost != "":
+			s.LostMounts = append(s.LostMounts, m)
 		}
 	}
-	sort.Slice(s.Mounts, func(i, j int) bool { return s.Mounts[i].Mountpoint < s.Mounts[j].Mountpoint })
+	for _, ms := range [][]MountInfo{s.Mounts, s.LostMounts} {
+		sort.Slice(ms, func(i, j int) bool { return ms[i].Mountpoint < ms[j].Mountpoint })
+	}
 	return s
 }

@@ -439,13 +439,13 @@ func TestExportsOverAPI(t *testing.T) {
 	if n := len(ex.List()); n != len(want) {
 		t.Errorf("List has %d exports, want %d", n, len(want))
 	}
-	if _, ok := ex.Lookup("shared"); ok {
+	if _, err := ex.Lookup("shared"); err == nil {
 		t.Error("ambiguous short name resolved")
 	}
 	for name, data := range map[string]string{uuidB + "/shared": "bb", "only-a": "cirros"} {
-		exp, ok := ex.Lookup(name)
-		if !ok {
-			t.Fatalf("Lookup(%s) failed", name)
+		exp, err := ex.Lookup(name)
+		if err != nil {
+			t.Fatalf("Lookup(%s): %v", name, err)
 		}
 		buf := make([]byte, exp.Source.Size())
 		if n, err := exp.Source.ReadAt(ctx, buf, 0); err != nil || string(buf[:n]) != data {
@@ -455,10 +455,10 @@ func TestExportsOverAPI(t *testing.T) {
 	// A new image is exportable at once: a miss refreshes the catalog.
 	gb.add("fresh", "new", "active", []byte("new"))
 	sleep(60) // past MissInterval
-	if exp, ok := ex.Lookup("fresh"); !ok || exp.Description != "new" {
-		t.Errorf("new image not exported on lookup: %+v %v", exp, ok)
+	if exp, err := ex.Lookup("fresh"); err != nil || exp.Description != "new" {
+		t.Errorf("new image not exported on lookup: %+v %v", exp, err)
 	}
-	if _, ok := ex.Lookup(uuidA + "/queued"); ok {
+	if _, err := ex.Lookup(uuidA + "/queued"); err == nil {
 		t.Error("queued image exported")
 	}
 }
@@ -477,7 +477,7 @@ func TestExportLookupIgnoresHungDomain(t *testing.T) {
 		}
 	}
 	ex := &exports{d: r.d}
-	if _, ok := ex.Lookup(uuidA + "/img-a"); !ok { // lists a
+	if _, err := ex.Lookup(uuidA + "/img-a"); err != nil { // lists a
 		t.Fatal("lookup with both domains up failed")
 	}
 	hang := make(chan struct{})
@@ -491,13 +491,13 @@ func TestExportLookupIgnoresHungDomain(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	if _, ok := ex.Lookup(uuidA + "/img-a"); !ok {
+	if _, err := ex.Lookup(uuidA + "/img-a"); err != nil {
 		t.Error("lookup of a healthy domain's export failed while another domain hangs")
 	}
 	if el := time.Since(start); el > time.Second {
 		t.Errorf("lookup took %v while another domain hangs, want well under 1s", el)
 	}
-	if _, ok := ex.Lookup("img-a"); !ok { // a's listing is in memory; b has none and is asked, bounded
+	if _, err := ex.Lookup("img-a"); err != nil { // a's listing is in memory; b has none and is asked, bounded
 		t.Error("short name of a healthy domain's export not found")
 	}
 }

@@ -41,7 +41,8 @@ type domain struct {
 	beTried time.Time
 	lastErr string     // last failure, for the API
 	srv     *fs.Server // the mounted tree, nil when not mounted
-	made    []string   // directories created for srv's mountpoint, leaf first
+	made    []string   // directories created for srv's mountpoint (or a lost one's), leaf first
+	lost    bool       // the tree left its mountpoint without the daemon unmounting it
 	// views holds one cached view per image version, so every opener (FUSE
 	// files, NBD connections) shares one Glance source and the streams it
 	// keeps open between sequential reads.
@@ -100,17 +101,29 @@ func (d *domain) secrets() secrets {
 	return d.sec
 }
 
-// view is the domain as the API shows it.
+// view is the domain as the API shows it. A tree someone else unmounted is
+// not active but lost, also before the daemon noticed (see liveMount).
 func (d *domain) view() Domain {
+	srv, lost := d.liveMount()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return Domain{
+	v := Domain{
 		DomainRecord: d.rec,
-		Active:       d.srv != nil,
+		Active:       srv != nil && !lost,
 		HasToken:     d.sec.Token != "",
 		HasPassword:  d.sec.Password != "",
 		Error:        d.lastErr,
 	}
+	if lost {
+		v.Lost = lostText(d.rec)
+	}
+	return v
+}
+
+// lostText says what became of the lost mount of rec and what brings it
+// back.
+func lostText(rec DomainRecord) string {
+	return fmt.Sprintf("%s was unmounted outside the daemon; glancegw mount %s mounts it again", rec.Mountpoint, rec.Name)
 }
 
 // update replaces the record and secrets. When the connection settings
@@ -140,7 +153,32 @@ func (d *domain) update(rec DomainRecord, sec secrets) {
 func (d *domain) setMount(srv *fs.Server, made []string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.srv, d.made = srv, made
+	d.srv, d.made, d.lost = srv, made, false
+}
+
+// setLost forgets the tree, which left its mountpoint without the daemon
+// unmounting it, and keeps the directories made for it (the next mount there
+// takes them over, unmount removes them).
+func (d *domain) setLost() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.srv, d.lost = nil, true
+}
+
+// liveMount returns the mounted tree, nil when there is none, and whether
+// the mount is lost: forgotten after it ended without the daemon (srv nil),
+// or still held but no longer at its mountpoint (someone ran umount -l while
+// files are open in it, or the daemon has not yet seen its loop end).
+func (d *domain) liveMount() (srv *fs.Server, lost bool) {
+	d.mu.Lock()
+	srv, lost = d.srv, d.lost
+	d.mu.Unlock()
+	if srv == nil {
+		return nil, lost
+	}
+	// An error reading mountinfo is no evidence: the tree counts as there.
+	ok, err := srv.Attached()
+	return srv, err == nil && !ok
 }
 
 // madeDirs returns the directories created for the mounted tree.

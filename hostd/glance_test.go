@@ -92,9 +92,9 @@ func TestRealGlanceClient(t *testing.T) {
 		t.Fatalf("images = %+v, %v", imgs, err)
 	}
 	ex := &exports{d: r.d}
-	exp, ok := ex.Lookup("11111111-2222-4333-8444-555555555555")
-	if !ok {
-		t.Fatal("export not found")
+	exp, err := ex.Lookup("11111111-2222-4333-8444-555555555555")
+	if err != nil {
+		t.Fatalf("export not found: %v", err)
 	}
 	buf := make([]byte, 4096)
 	if n, err := exp.Source.ReadAt(ctx, buf, 1<<19); err != nil || !bytes.Equal(buf[:n], data[1<<19:1<<19+4096]) {

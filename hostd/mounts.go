@@ -28,7 +28,9 @@ type MountAnswer struct {
 // Mount mounts the domain key at mountpoint (empty: the recorded one, else
 // <MountRoot>/<name>) and records it as mounted, then lists the domain once
 // within ctx and the listing's bound. Mounting a mounted domain at the same
-// place is a no-op; at another place it is a conflict.
+// place is a no-op; at another place it is a conflict. A tree that is no
+// longer at its mountpoint (unmounted outside the daemon) does not count as
+// mounted: it is let go and the domain mounted again.
 func (d *Daemon) Mount(ctx context.Context, key, mountpoint string) (MountAnswer, error) {
 	dom, err := d.mount(key, mountpoint)
 	if err != nil {
@@ -59,11 +61,13 @@ func (d *Daemon) mount(key, mountpoint string) (*domain, error) {
 		return nil, err
 	}
 	rec := dom.record()
-	if srv := dom.mounted(); srv != nil {
+	if srv, lost := dom.liveMount(); srv != nil && !lost {
 		if mountpoint == "" || mountpoint == rec.Mountpoint {
 			return dom, nil
 		}
 		return nil, conflict("domain %s is mounted at %s", rec.Name, rec.Mountpoint)
+	} else if srv != nil {
+		d.dropLost(dom, srv)
 	}
 	if mountpoint == "" {
 		mountpoint = rec.Mountpoint
@@ -72,7 +76,7 @@ func (d *Daemon) mount(key, mountpoint string) (*domain, error) {
 		mountpoint = d.defaultMountpoint(rec)
 	}
 	for _, o := range d.domainList() {
-		if o != dom && o.mounted() != nil && o.record().Mountpoint == mountpoint {
+		if srv, lost := o.liveMount(); o != dom && srv != nil && !lost && o.record().Mountpoint == mountpoint {
 			return nil, conflict("domain %s is mounted at %s", o.record().Name, mountpoint)
 		}
 	}
@@ -94,11 +98,21 @@ func (d *Daemon) mountLocked(dom *domain, mountpoint string) error {
 	name := rec.Name
 	// What is created here is removed again on unmount; the default
 	// mountpoint, in the daemon's own mount root, counts as created even
-	// when a killed daemon left it.
+	// when a killed daemon left it, and so do the directories made for a
+	// lost tree at the same place.
+	prev := dom.madeDirs()
+	if len(prev) > 0 && prev[0] != mountpoint {
+		d.removeDirs(prev) // a lost tree's, elsewhere
+	}
 	made := missingDirs(mountpoint)
-	if len(made) == 0 && mountpoint == d.defaultMountpoint(rec) {
+	switch {
+	case len(made) > 0:
+	case len(prev) > 0 && prev[0] == mountpoint:
+		made = prev
+	case mountpoint == d.defaultMountpoint(rec):
 		made = []string{mountpoint}
 	}
+	dom.setMount(nil, nil)
 	if err := os.MkdirAll(mountpoint, 0o755); err != nil {
 		err = fmt.Errorf("mount %s: create mountpoint: %w", name, err)
 		dom.setError(err)
@@ -130,7 +144,38 @@ func (d *Daemon) mountLocked(dom *domain, mountpoint string) error {
 	}
 	dom.setMount(srv, made)
 	dom.setError(nil)
+	go d.watchMount(dom, srv)
 	return nil
+}
+
+// watchMount waits for the serve loop of srv, dom's tree, to end. When it
+// ends without the daemon unmounting it (someone ran umount, umount -l or
+// fusermount -u), the domain is marked lost.
+func (d *Daemon) watchMount(dom *domain, srv *fs.Server) {
+	<-srv.Done()
+	if !srv.Lost() {
+		return
+	}
+	d.opMu.Lock()
+	defer d.opMu.Unlock()
+	d.dropLost(dom, srv)
+}
+
+// dropLost forgets srv, dom's tree, which left its mountpoint without the
+// daemon unmounting it, and logs it. The domain stays recorded as mounted:
+// `glancegw mount` (or the next start) mounts it again, `glancegw unmount`
+// clears the record. Callers hold opMu.
+func (d *Daemon) dropLost(dom *domain, srv *fs.Server) {
+	if dom.mounted() != srv {
+		return // unmounted or replaced meanwhile
+	}
+	// Touches nothing at the mountpoint: the tree is not there any more.
+	if err := srv.Unmount(); err != nil {
+		dom.logger().Warn("letting go of a lost mount failed", "mountpoint", srv.Mountpoint(), "err", err)
+	}
+	dom.setLost()
+	dom.logger().Warn("mount lost: it was unmounted outside the daemon; the domain stays recorded as mounted and glancegw mount mounts it again",
+		"mountpoint", srv.Mountpoint())
 }
 
 // missingDirs lists the directories of path that do not exist, leaf first.
@@ -210,6 +255,11 @@ func (d *Daemon) unmountLocked(dom *domain, forget bool) error {
 func (d *Daemon) unmountTree(dom *domain) error {
 	srv := dom.mounted()
 	if srv == nil {
+		// A lost tree leaves the directories made for it.
+		if made := dom.madeDirs(); len(made) > 0 {
+			d.removeDirs(made)
+		}
+		dom.setMount(nil, nil)
 		return nil
 	}
 	if err := srv.Unmount(); err != nil {

@@ -2,10 +2,10 @@ package hostd
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/glancegw/glancegw/glance"
@@ -67,16 +67,33 @@ const (
 	forced                       // Glance again (rate-limited by the catalog)
 )
 
+// listFailure is a domain whose listing an export lookup asked for and did
+// not get.
+type listFailure struct {
+	domain string // its name
+	err    error
+}
+
 // named lists the exports of the domains, each domain's listing got as
-// policy(dom) says. Domains that need Glance are listed concurrently, so one
-// Glance that hangs costs ctx's bound at most, and only when it is asked.
-// only, when set, is the one sdUUID whose images are wanted: a qualified
-// export name depends on no other domain.
-func (e *exports) named(ctx context.Context, only string, policy func(*domain) listPolicy) ([]namedImage, []*domain) {
+// policy(dom) says, and the domains that could not be listed. Domains that
+// need Glance are listed concurrently and waited for within ctx only, so
+// one Glance that hangs costs ctx's bound at most, and only when it is
+// asked (also when another listing of that domain holds it up). only, when
+// set, is the one sdUUID whose images are wanted: a qualified export name
+// depends on no other domain.
+func (e *exports) named(ctx context.Context, only string, policy func(*domain) listPolicy) ([]namedImage, []*domain, []listFailure) {
 	doms := e.d.domainList()
 	uuids := make([]string, len(doms))
 	images := make([][]glance.Image, len(doms))
-	var wg sync.WaitGroup
+	errs := make([]error, len(doms))
+	type result struct {
+		i    int
+		imgs []glance.Image
+		err  error
+	}
+	results := make(chan result, len(doms)) // a listing that outlives ctx still sends
+	waiting := make([]bool, len(doms))
+	asked := 0
 	for i, dom := range doms {
 		uuids[i] = dom.record().UUID
 		if only != "" && !strings.EqualFold(uuids[i], only) {
@@ -87,27 +104,71 @@ func (e *exports) named(ctx context.Context, only string, policy func(*domain) l
 			images[i] = l.images
 			continue
 		}
-		wg.Add(1)
+		waiting[i] = true
+		asked++
 		go func() {
-			defer wg.Done()
 			imgs, err := dom.images(ctx, p == forced)
-			if err != nil {
-				dom.logger().Debug("domain left out of NBD exports", "err", err)
-				return
-			}
-			images[i] = imgs
+			results <- result{i, imgs, err}
 		}()
 	}
-	wg.Wait()
-	return exportNames(uuids, images), doms
+collect:
+	for ; asked > 0; asked-- {
+		select {
+		case r := <-results:
+			waiting[r.i] = false
+			if r.err != nil {
+				errs[r.i] = r.err
+				doms[r.i].logger().Debug("domain left out of NBD exports", "err", r.err)
+				continue
+			}
+			images[r.i] = r.imgs
+		case <-ctx.Done():
+			for i, w := range waiting {
+				if w {
+					errs[i] = fmt.Errorf("Glance did not answer in time (an NBD lookup waits at most %v): %w", exportLookupTimeout, ctx.Err())
+				}
+			}
+			break collect
+		}
+	}
+	var failed []listFailure
+	for i, err := range errs {
+		if err != nil {
+			failed = append(failed, listFailure{domain: doms[i].record().Name, err: err})
+		}
+	}
+	return exportNames(uuids, images), doms, failed
 }
 
-func (e *exports) export(ctx context.Context, n namedImage, doms []*domain) (nbd.Export, bool) {
+// unlistedError is an export name that was not found while domains that
+// may hold it could not be listed: the export may exist, Glance could not
+// tell.
+type unlistedError struct{ failed []listFailure }
+
+func (e *unlistedError) Error() string {
+	parts := make([]string, len(e.failed))
+	for i, f := range e.failed {
+		// The causes name their domain already.
+		cause := strings.TrimPrefix(f.err.Error(), "domain "+f.domain+": ")
+		parts[i] = fmt.Sprintf("domain %s could not be listed: %s", f.domain, cause)
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (e *unlistedError) Unwrap() []error {
+	errs := make([]error, len(e.failed))
+	for i, f := range e.failed {
+		errs[i] = f.err
+	}
+	return errs
+}
+
+func (e *exports) export(ctx context.Context, n namedImage, doms []*domain) (nbd.Export, error) {
 	src, err := doms[n.Domain].openImage(ctx, n.Image)
 	if err != nil {
-		return nbd.Export{}, false
+		return nbd.Export{}, err
 	}
-	return nbd.Export{Name: n.Name, Description: n.Image.Name, Source: src}, true
+	return nbd.Export{Name: n.Name, Description: n.Image.Name, Source: src}, nil
 }
 
 func memory(*domain) listPolicy { return fromMemory }
@@ -116,10 +177,10 @@ func memory(*domain) listPolicy { return fromMemory }
 func (e *exports) List() []nbd.Export {
 	ctx, cancel := context.WithTimeout(e.d.life, exportLookupTimeout)
 	defer cancel()
-	names, doms := e.named(ctx, "", memory)
+	names, doms, _ := e.named(ctx, "", memory)
 	out := make([]nbd.Export, 0, len(names))
 	for _, n := range names {
-		if ex, ok := e.export(ctx, n, doms); ok {
+		if ex, err := e.export(ctx, n, doms); err == nil {
 			out = append(out, ex)
 		}
 	}
@@ -129,8 +190,9 @@ func (e *exports) List() []nbd.Export {
 // Lookup implements nbd.Exports. It answers from the listings in memory; a
 // miss lists Glance again (rate-limited by the catalogs) so an image
 // uploaded a moment ago is exportable at once. A name <sdUUID>/<id> asks
-// only that domain's Glance.
-func (e *exports) Lookup(name string) (nbd.Export, bool) {
+// only that domain's Glance. A name not found while a domain that may hold
+// it could not be listed is an unlistedError that says so, not "unknown".
+func (e *exports) Lookup(name string) (nbd.Export, error) {
 	ctx, cancel := context.WithTimeout(e.d.life, exportLookupTimeout)
 	defer cancel()
 	only, _, qualified := strings.Cut(name, "/")
@@ -138,15 +200,25 @@ func (e *exports) Lookup(name string) (nbd.Export, bool) {
 		only = ""
 	}
 	again := func(*domain) listPolicy { return forced }
+	var failed []listFailure
 	for _, policy := range []func(*domain) listPolicy{memory, again} {
-		names, doms := e.named(ctx, only, policy)
+		if ctx.Err() != nil {
+			break // no time left to ask again; what failed stays the answer
+		}
+		names, doms, fails := e.named(ctx, only, policy)
 		for _, n := range names {
 			if n.Name == name {
 				return e.export(ctx, n, doms)
 			}
 		}
+		failed = fails
 	}
-	return nbd.Export{}, false
+	if len(failed) == 0 {
+		return nbd.Export{}, nbd.ErrUnknownExport
+	}
+	err := &unlistedError{failed: failed}
+	e.d.log.Info("NBD export not resolved: a domain that may hold it could not be listed", "export", name, "err", err)
+	return nbd.Export{}, err
 }
 
 // exportURIs gives the NBD URIs of an export: over the unix socket, and over
@@ -176,7 +248,7 @@ func queryEscapePath(p string) string {
 // Exports lists the NBD exports with their URIs, for the API.
 func (d *Daemon) Exports(ctx context.Context) []Export {
 	e := &exports{d: d}
-	names, _ := e.named(ctx, "", func(*domain) listPolicy { return byTTL })
+	names, _, _ := e.named(ctx, "", func(*domain) listPolicy { return byTTL })
 	d.mu.RLock()
 	tcp := d.nbdTCP
 	d.mu.RUnlock()

@@ -48,6 +48,9 @@ type Domain struct {
 	HasToken    bool   `json:"has_token"`
 	HasPassword bool   `json:"has_password"`
 	Error       string `json:"error,omitempty"` // last failure of mount or Glance
+	// Lost says that the tree was unmounted outside the daemon (umount,
+	// umount -l, fusermount -u) and how to mount it again; Mounted stays.
+	Lost string `json:"lost,omitempty"`
 }
 
 // Image is one Glance image as the API lists it.
@@ -95,7 +98,7 @@ type CacheStats struct {
 	Evictions int64 `json:"evictions"`
 }
 
-// MountInfo is one active mount.
+// MountInfo is one mount (active, or lost in Status.LostMounts).
 type MountInfo struct {
 	Domain     string `json:"domain"`
 	UUID       string `json:"uuid"`
@@ -114,6 +117,9 @@ type Status struct {
 	NBDError  string      `json:"nbd_error,omitempty"`
 	Domains   int         `json:"domains"`
 	Mounts    []MountInfo `json:"mounts"`
+	// LostMounts are the domains recorded as mounted whose tree was
+	// unmounted outside the daemon; `glancegw mount D` mounts them again.
+	LostMounts []MountInfo `json:"lost_mounts,omitempty"`
 }
 
 // errorBody is every error answer.

@@ -3,7 +3,11 @@
 // cache.BlockSource.
 package nbd
 
-import "github.com/glancegw/glancegw/cache"
+import (
+	"errors"
+
+	"github.com/glancegw/glancegw/cache"
+)
 
 // Export is one named export.
 type Export struct {
@@ -12,8 +16,16 @@ type Export struct {
 	Source      cache.BlockSource
 }
 
+// ErrUnknownExport is what Exports.Lookup returns for a name that is known
+// not to be exported.
+var ErrUnknownExport = errors.New("unknown export")
+
 // Exports is the live set of exports; it changes with the catalog.
 type Exports interface {
-	Lookup(name string) (Export, bool)
+	// Lookup returns the export called name. When there is none it returns
+	// ErrUnknownExport, or an error that says why the name could not be
+	// resolved (e.g. the backend that would hold it could not be asked):
+	// its text goes to the client with the NBD_REP_ERR_UNKNOWN reply.
+	Lookup(name string) (Export, error)
 	List() []Export
 }

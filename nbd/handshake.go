@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"unicode/utf8"
 )
 
@@ -26,6 +27,23 @@ type negotiator struct {
 	structured bool
 	metaOn     bool   // base:allocation selected ...
 	metaExport string // ... for this export name
+
+	// The last lookup: clients name the same export in several options
+	// (qemu: SET_META_CONTEXT, then GO), and a lookup may take most of the
+	// handshake's bound when a backend hangs.
+	looked    bool
+	lookedFor string
+	lookedExp Export
+	lookedErr error
+}
+
+// lookup resolves name once per handshake for consecutive options.
+func (n *negotiator) lookup(name string) (Export, error) {
+	if !n.looked || n.lookedFor != name {
+		n.lookedExp, n.lookedErr = n.exports.Lookup(name)
+		n.looked, n.lookedFor = true, name
+	}
+	return n.lookedExp, n.lookedErr
 }
 
 // transmissionFlags are the flags we advertise for an export in the current
@@ -104,10 +122,13 @@ func (n *negotiator) option(opt uint32, data []byte) (sess session, done bool, e
 	switch opt {
 	case optExportName:
 		name := string(data)
-		exp, ok := n.exports.Lookup(name)
-		if !ok || checkString(name) != nil {
+		if err := checkString(name); err != nil {
+			return session{}, false, fmt.Errorf("nbd: handshake: export name: %w", err)
+		}
+		exp, err := n.lookup(name)
+		if err != nil {
 			// This option cannot carry an error: the spec says hang up.
-			return session{}, false, fmt.Errorf("nbd: handshake: export %q: %w", clip(name), errUnknownExport)
+			return session{}, false, fmt.Errorf("nbd: handshake: %s", unknownText(name, err))
 		}
 		var b []byte
 		b = be.AppendUint64(b, uint64(exp.Source.Size()))
@@ -144,9 +165,9 @@ func (n *negotiator) option(opt uint32, data []byte) (sess session, done bool, e
 		if perr != nil {
 			return session{}, false, n.reply(opt, repErrInvalid, []byte(perr.Error()))
 		}
-		exp, ok := n.exports.Lookup(req.name)
-		if !ok {
-			return session{}, false, n.reply(opt, repErrUnknown, []byte("unknown export: "+clip(req.name)))
+		exp, err := n.lookup(req.name)
+		if err != nil {
+			return session{}, false, n.reply(opt, repErrUnknown, []byte(unknownText(req.name, err)))
 		}
 		if err := n.sendInfo(opt, req, exp); err != nil {
 			return session{}, false, err
@@ -223,8 +244,8 @@ func (n *negotiator) metaContext(opt uint32, data []byte) error {
 	if err != nil {
 		return n.reply(opt, repErrInvalid, []byte(err.Error()))
 	}
-	if _, ok := n.exports.Lookup(req.name); !ok {
-		return n.reply(opt, repErrUnknown, []byte("unknown export: "+clip(req.name)))
+	if _, err := n.lookup(req.name); err != nil {
+		return n.reply(opt, repErrUnknown, []byte(unknownText(req.name, err)))
 	}
 	list := opt == optListMetaContext
 	match := list && len(req.queries) == 0
@@ -255,6 +276,17 @@ func (n *negotiator) reply(opt, typ uint32, data []byte) error {
 		return fmt.Errorf("nbd: handshake: reply to option %d: %w", opt, err)
 	}
 	return nil
+}
+
+// unknownText is the message of NBD_REP_ERR_UNKNOWN for name, which
+// Lookup did not resolve with err: the cause is added unless the name is
+// simply not exported.
+func unknownText(name string, err error) string {
+	s := "no export named " + strconv.Quote(name)
+	if !errors.Is(err, ErrUnknownExport) {
+		s += ": " + err.Error()
+	}
+	return clip(s)
 }
 
 // clip cuts s to the spec's string limit without splitting a rune.

@@ -2,20 +2,24 @@ package nbd
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 )
 
 func handshakeExports() *staticExports {
-	return newExports(
+	s := newExports(
 		Export{Name: "sd1/img-a", Description: "Fedora 40", Source: &memSource{data: patterned(1000, 1), id: "a"}},
 		Export{Name: "img-b", Description: "", Source: &memSource{data: patterned(5<<20, 2), id: "b"}},
 	)
+	s.fail = map[string]error{"sd2/img-c": errors.New("domain lab could not be listed: connection refused")}
+	return s
 }
 
 func TestHandshake(t *testing.T) {
-	ts := startServer(t, Config{}, handshakeExports())
+	ex := handshakeExports()
+	ts := startServer(t, Config{}, ex)
 	tests := []struct {
 		name string
 		run  func(t *testing.T, c *rawClient)
@@ -81,8 +85,28 @@ func TestHandshake(t *testing.T) {
 		{"info unknown export", func(t *testing.T, c *rawClient) {
 			c.greet(clientFixedNewstyle)
 			c.opt(optInfo, infoData("nope"))
-			if r := c.optReply(); r.typ != repErrUnknown {
-				t.Fatalf("reply %+v", r)
+			if r := c.optReply(); r.typ != repErrUnknown || string(r.data) != `no export named "nope"` {
+				t.Fatalf("reply %+v (%q)", r, r.data)
+			}
+		}},
+		{"unresolved export names the cause", func(t *testing.T, c *rawClient) {
+			c.greet(clientFixedNewstyle | clientNoZeroes)
+			want := `no export named "sd2/img-c": domain lab could not be listed: connection refused`
+			for _, opt := range []uint32{optInfo, optGo} {
+				c.opt(opt, infoData("sd2/img-c"))
+				if r := c.optReply(); r.typ != repErrUnknown || string(r.data) != want {
+					t.Fatalf("option %d: reply %+v (%q), want ERR_UNKNOWN %q", opt, r, r.data, want)
+				}
+			}
+			c.opt(optStructuredReply, nil)
+			c.optReply()
+			c.opt(optListMetaContext, metaData("sd2/img-c", metaBaseName))
+			if r := c.optReply(); r.typ != repErrUnknown || string(r.data) != want {
+				t.Fatalf("list meta context: reply %+v (%q), want ERR_UNKNOWN %q", r, r.data, want)
+			}
+			// The connection lives on.
+			if size, _ := c.open2("img-b"); size != 5<<20 {
+				t.Fatalf("size %d", size)
 			}
 		}},
 		{"go malformed data", func(t *testing.T, c *rawClient) {
@@ -101,6 +125,17 @@ func TestHandshake(t *testing.T) {
 			size, flags := c.open2("img-b")
 			if size != 5<<20 || flags&flagReadOnly == 0 {
 				t.Fatalf("size %d flags %#x", size, flags)
+			}
+		}},
+		{"one lookup for consecutive options on one name", func(t *testing.T, c *rawClient) {
+			// qemu names the export in SET_META_CONTEXT, then in GO; a
+			// lookup may take most of the handshake's bound.
+			before := ex.count("sd1/img-a")
+			if size, _ := c.open("sd1/img-a", true, true); size != 1000 {
+				t.Fatalf("size %d", size)
+			}
+			if n := ex.count("sd1/img-a") - before; n != 1 {
+				t.Fatalf("%d lookups of one name in one handshake, want 1", n)
 			}
 		}},
 		{"structured reply adds DF", func(t *testing.T, c *rawClient) {

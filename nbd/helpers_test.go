@@ -112,8 +112,10 @@ func (f *flakySource) ReadAt(ctx context.Context, p []byte, off int64) (int, err
 
 // staticExports is a mutable Exports for tests.
 type staticExports struct {
-	mu sync.Mutex
-	m  map[string]Export
+	mu      sync.Mutex
+	m       map[string]Export
+	fail    map[string]error // names whose lookup fails with this error
+	lookups map[string]int   // Lookup calls per name
 }
 
 func newExports(es ...Export) *staticExports {
@@ -124,11 +126,28 @@ func newExports(es ...Export) *staticExports {
 	return s
 }
 
-func (s *staticExports) Lookup(name string) (Export, bool) {
+func (s *staticExports) Lookup(name string) (Export, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.lookups == nil {
+		s.lookups = map[string]int{}
+	}
+	s.lookups[name]++
+	if err, ok := s.fail[name]; ok {
+		return Export{}, err
+	}
 	e, ok := s.m[name]
-	return e, ok
+	if !ok {
+		return Export{}, ErrUnknownExport
+	}
+	return e, nil
+}
+
+// count is the number of lookups of name so far.
+func (s *staticExports) count(name string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lookups[name]
 }
 
 func (s *staticExports) List() []Export {

@@ -13,7 +13,6 @@ var (
 	errBadMagic       = errors.New("bad magic")
 	errMalformed      = errors.New("malformed option data")
 	errOptionTooBig   = errors.New("option data too large")
-	errUnknownExport  = errors.New("unknown export")
 	errBadClientFlags = errors.New("unknown client flags")
 	errAborted        = errors.New("client aborted negotiation")
 	errPayloadTooBig  = errors.New("write payload too large")

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 )
@@ -231,5 +233,35 @@ func TestRealClientSeesIOError(t *testing.T) {
 	mustRun(t, 30*time.Second, "nbdcopy", uri(ts.sock, "flaky"), dst)
 	if got, _ := os.ReadFile(dst); !bytes.Equal(got, flaky.data) {
 		t.Fatalf("copy after recovery differs")
+	}
+}
+
+// TestRealClientsUnresolvedExport: the cause of a name that could not be
+// resolved reaches the user of real clients, not only "no such export".
+// qemu-img prints the server's message ("server reported: ..."); libnbd
+// 1.14's nbdinfo shows it with LIBNBD_DEBUG=1 only ("server error message").
+func TestRealClientsUnresolvedExport(t *testing.T) {
+	requireTool(t, "qemu-img", "qemu-utils")
+	requireTool(t, "nbdinfo", "libnbd-bin")
+	const cause = "domain lab could not be listed: Glance did not answer within 8s"
+	ex := newExports()
+	ex.fail = map[string]error{"sd/img": errors.New(cause)}
+	ts := startServer(t, Config{}, ex)
+	want := `no export named "sd/img": ` + cause
+	for _, tc := range []struct {
+		env  string
+		args []string
+	}{
+		{"", []string{"qemu-img", "info", uri(ts.sock, "sd/img")}},
+		{"LIBNBD_DEBUG=1", []string{"nbdinfo", "--size", uri(ts.sock, "sd/img")}},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, tc.args[0], tc.args[1:]...)
+		cmd.Env = append(os.Environ(), tc.env)
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if err == nil || !strings.Contains(string(out), want) {
+			t.Errorf("%s %v: %v; want a failure that shows %q:\n%s", tc.env, tc.args, err, want, out)
+		}
 	}
 }

@@ -358,6 +358,8 @@ func mountState(d hostd.Domain) string {
 	switch {
 	case d.Active:
 		return "yes"
+	case d.Lost != "":
+		return "lost" // unmounted outside the daemon
 	case d.Mounted:
 		return "failed" // wanted mounted, but it is not
 	default:
@@ -405,6 +407,9 @@ func (e *env) showDomain(c *cli.Context, d hostd.Domain) error {
 	kv = append(kv, [2]string{"insecure", yesNo(d.Insecure)}, [2]string{"mounted", mountState(d)})
 	if d.Mountpoint != "" {
 		kv = append(kv, [2]string{"mountpoint", d.Mountpoint})
+	}
+	if d.Lost != "" {
+		kv = append(kv, [2]string{"lost", d.Lost})
 	}
 	if d.Error != "" {
 		kv = append(kv, [2]string{"error", d.Error})

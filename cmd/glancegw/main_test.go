@@ -668,3 +668,44 @@ func TestDomainAddNamesMissingFlags(t *testing.T) {
 		}
 	}
 }
+
+// A mount lost outside the daemon shows as lost, with the command that
+// mounts it again, in status, domain list and domain show.
+func TestLostMountOutput(t *testing.T) {
+	tc := newTestCLI()
+	lost := hostd.Domain{DomainRecord: hostd.DomainRecord{UUID: "5e1b7f4a-1c1d-4a5e-9d0e-0a6c3f2b9e11", Name: "lab",
+		URL: "http://g", Auth: "none", Mounted: true, Mountpoint: "/X/mnt/lab"},
+		Lost: "/X/mnt/lab was unmounted outside the daemon; glancegw mount lab mounts it again"}
+	tc.api.answer = func(m, p string) (int, any) {
+		switch p {
+		case "/v1/status":
+			return 200, hostd.Status{Domains: 1, Mounts: []hostd.MountInfo{},
+				LostMounts: []hostd.MountInfo{{Domain: "lab", UUID: lost.UUID, Mountpoint: "/X/mnt/lab"}}}
+		case "/v1/domains":
+			return 200, []hostd.Domain{lost}
+		case "/v1/domains/lab":
+			return 200, lost
+		}
+		return 404, map[string]string{"error": "no", "code": "not_found"}
+	}
+	if code := tc.run("status"); code != 0 {
+		t.Fatal(tc.err.String())
+	}
+	out := tc.out.String()
+	if strings.Contains(out, "\nmount:") || !strings.Contains(out, "\nlost mount:") ||
+		!strings.Contains(out, "lab at /X/mnt/lab (unmounted outside the daemon; glancegw mount lab mounts it again)") {
+		t.Errorf("status:\n%s", out)
+	}
+	if code := tc.run("domain", "list"); code != 0 {
+		t.Fatal(tc.err.String())
+	}
+	if lines := strings.Split(strings.TrimSpace(tc.out.String()), "\n"); len(lines) != 2 || !strings.Contains(lines[1], " lost ") {
+		t.Errorf("domain list, want MOUNTED lost:\n%s", tc.out.String())
+	}
+	if code := tc.run("domain", "show", "lab"); code != 0 {
+		t.Fatal(tc.err.String())
+	}
+	if out := tc.out.String(); !strings.Contains(out, "lost") || !strings.Contains(out, lost.Lost) {
+		t.Errorf("domain show:\n%s", out)
+	}
+}

@@ -15,7 +15,9 @@ func (e *env) mountCommand() *cli.Command {
 		Description: `Mounts domain D as a read-only tree laid out like an oVirt ISO domain, at
 --mountpoint or <mount-root>/<name>. The daemon remembers it and mounts it
 again when it restarts, until "glancegw unmount D". When Glance cannot be
-listed the domain is mounted all the same, with a warning on stderr.
+listed the domain is mounted all the same, with a warning on stderr. A tree
+unmounted outside the daemon (umount, umount -l) shows as lost in status and
+domain list; mounting the domain again mounts it for real.
 
 Examples:
    glancegw mount iso

@@ -15,7 +15,9 @@ func (e *env) statusCommand() *cli.Command {
 		Name:  "status",
 		Usage: "show the daemon's status",
 		Description: `Shows the daemon's version, uptime, cache use, NBD sockets, domains and
-mounts. Exit code 3 means no daemon answers on --socket.
+mounts, and the mounts lost because they were unmounted outside the daemon
+("glancegw mount D" mounts them again). Exit code 3 means no daemon answers
+on --socket.
 
 Examples:
    glancegw status
@@ -48,6 +50,10 @@ Examples:
 			kv = append(kv, [2]string{"domains", strconv.Itoa(s.Domains)})
 			for _, m := range s.Mounts {
 				kv = append(kv, [2]string{"mount", m.Domain + " at " + m.Mountpoint})
+			}
+			for _, m := range s.LostMounts {
+				kv = append(kv, [2]string{"lost mount", fmt.Sprintf("%s at %s (unmounted outside the daemon; glancegw mount %s mounts it again)",
+					m.Domain, m.Mountpoint, m.Domain)})
 			}
 			return e.fields(kv)
 		},

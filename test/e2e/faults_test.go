@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -155,4 +156,119 @@ func TestGlanceDown(t *testing.T) {
 		}
 		nbdWorks(t, q, 4<<20, nbdGone.ID, goneData)
 	})
+}
+
+// TestNBDGlanceDownAfterRestart: right after a daemon restart, with Glance
+// hung (SIGSTOP) so the domain was never listed, an NBD client is told that
+// the domain could not be listed, not only that there is no such export,
+// within the lookup's bound (also while a listing through the mount waits on
+// the same Glance); once Glance is back the export works. Own Glance and
+// daemon: this test breaks them.
+func TestNBDGlanceDownAfterRestart(t *testing.T) {
+	t.Parallel()
+	requireTools(t, "/dev/fuse", "fusermount3", "nbdinfo", "qemu-img")
+	requireBinary(t)
+	ctx := context.Background()
+	g := startGlance(t, harness.GlanceConfig{Port: nbdDownGlancePort})
+	data := harness.RandomBytes(17, 2<<20+5)
+	img, err := g.CreateImage(ctx, "nbd-down.raw", "raw", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := newDir(t, "nd")
+	d := startDaemon(t, dir)
+	sd, mp := addAndMount(t, d, "lab", g.URL)
+	qualified := "nbd+unix:///" + sd + "/" + img.ID + "?socket=" + d.NBDSocket
+	short := "nbd+unix:///" + img.ID + "?socket=" + d.NBDSocket
+	size := func(t *testing.T, uri string) {
+		t.Helper()
+		out := mustTool(t, "nbdinfo", "--size", uri)
+		if strings.TrimSpace(out) != fmt.Sprint(len(data)) {
+			t.Fatalf("nbdinfo --size %s = %q, want %d", uri, out, len(data))
+		}
+	}
+	size(t, qualified)
+
+	if _, err := d.Stop(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Resume() })
+	d = startDaemon(t, dir)
+	if _, ok, err := harness.MountedAt(mp); err != nil || !ok {
+		t.Fatalf("mount not restored at %s (err %v)", mp, err)
+	}
+	// A listing through the mount that waits on the hung Glance (up to the
+	// daemon's Glance timeout); it fails with EIO in the end.
+	go func() { _, _ = os.ReadDir(filepath.Join(mp, "by-id")) }()
+	time.Sleep(200 * time.Millisecond)
+
+	// The lookup's bound is 8 s, the handshake's 10 s; the clients are
+	// given more, so a hang shows as such.
+	const bound = 20 * time.Second
+	for _, tc := range []struct {
+		name string
+		env  string
+		args []string
+		want []string
+	}{
+		// qemu-img prints the server's message after "server reported:".
+		{"qemu-img", "", []string{"qemu-img", "info", qualified},
+			[]string{"server reported: no export named", "domain lab could not be listed: "}},
+		// libnbd 1.14 shows the message only in its debug output.
+		{"nbdinfo", "LIBNBD_DEBUG=1", []string{"nbdinfo", "--size", short},
+			[]string{"server error message: no export named", "domain lab could not be listed: "}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cctx, cancel := context.WithTimeout(ctx, bound)
+			defer cancel()
+			cmd := exec.CommandContext(cctx, tc.args[0], tc.args[1:]...)
+			cmd.Env = append(os.Environ(), tc.env)
+			start := time.Now()
+			out, err := cmd.CombinedOutput()
+			took := time.Since(start)
+			if cctx.Err() != nil {
+				t.Fatalf("%s: no answer within %v (a hang)", strings.Join(tc.args, " "), bound)
+			}
+			if err == nil {
+				t.Fatalf("%s succeeded with Glance hung and never listed:\n%s", strings.Join(tc.args, " "), out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("%s: output lacks %q:\n%s", strings.Join(tc.args, " "), w, tailString(string(out), 3000))
+				}
+			}
+			t.Logf("%s failed after %v: %s", tc.name, took.Round(time.Millisecond), lastLine(string(out), "could not be listed"))
+		})
+	}
+	if !strings.Contains(d.Log(), "NBD export not resolved") {
+		t.Errorf("the daemon log does not say why the export was not resolved:\n%s", tailString(d.Log(), 3000))
+	}
+
+	if err := g.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	// Lookup misses list again at most every 2 s; the failed listings of
+	// the hung Glance may still be within that interval.
+	if _, err := eventually(30*time.Second, time.Second, func() error {
+		_, err := tool(t, time.Minute, "nbdinfo", "--size", qualified)
+		return err
+	}); err != nil {
+		t.Fatalf("NBD export after Glance came back: %v", err)
+	}
+	size(t, qualified)
+	size(t, short)
+}
+
+// lastLine is the last line of s that contains sub ("" if none).
+func lastLine(s, sub string) string {
+	var out string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = l
+		}
+	}
+	return out
 }

@@ -20,6 +20,7 @@ import (
 // the harness self-test (9298).
 const (
 	faultGlancePort    = 9294
+	nbdDownGlancePort  = 9596 // TestNBDGlanceDownAfterRestart
 	keystoneGlancePort = 9492
 	keystonePort       = 5492
 	// tokenLifetime is the Keystone token lifetime of the keystone test.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -168,4 +169,157 @@ func TestUsabilityCredentials(t *testing.T) {
 		t.Fatalf("image list after the fix: %v, %v", list, err)
 	}
 	checkSecrets(t, d, "ks", password)
+}
+
+// An admin's `umount -l` of a mounted domain is noticed: the daemon log
+// warns with the domain and the mountpoint, `status` lists the mount as
+// lost, not mounted, and `glancegw mount` mounts it again for real (a file
+// reads through it), also after an `umount -l` with a file open in the
+// tree. `unmount` of a lost domain succeeds; a domain lost while recorded
+// mounted is mounted again by the next start.
+func TestUsabilityMountLost(t *testing.T) {
+	t.Parallel()
+	requireTools(t, "/dev/fuse", "fusermount3", "umount")
+	requireBinary(t)
+	ctx := context.Background()
+	g := noauthGlance(t)
+	data := harness.RandomBytes(43, 1<<20+17)
+	img, err := g.CreateImage(ctx, "lost.raw", "raw", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := newDir(t, "ul")
+	d := startDaemon(t, dir)
+	_, mp := addAndMount(t, d, "lab", g.URL)
+	file := filepath.Join(mp, "by-id", img.ID)
+	read := func(t *testing.T) {
+		t.Helper()
+		got, err := os.ReadFile(file)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("read through the mount: %d bytes, err %v, identical=%v", len(got), err, bytes.Equal(got, data))
+		}
+	}
+	umountL := func(t *testing.T) {
+		t.Helper()
+		mustTool(t, "umount", "-l", mp)
+		if _, ok, err := harness.MountedAt(mp); err != nil || ok {
+			t.Fatalf("%s still in mountinfo after umount -l (err %v)", mp, err)
+		}
+	}
+	// statusLines returns the lines of `glancegw status` that start with key.
+	statusLines := func(t *testing.T, key string) []string {
+		t.Helper()
+		var out []string
+		for _, l := range strings.Split(mustCLI(t, d, "status"), "\n") {
+			if strings.HasPrefix(l, key+":") {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	waitLost := func(t *testing.T) {
+		t.Helper()
+		if _, err := eventually(10*time.Second, 100*time.Millisecond, func() error {
+			if m := statusLines(t, "mount"); len(m) != 0 {
+				return fmt.Errorf("status still shows %q", m)
+			}
+			if l := statusLines(t, "lost mount"); len(l) != 1 || !strings.Contains(l[0], "lab at "+mp) ||
+				!strings.Contains(l[0], "glancegw mount lab") {
+				return fmt.Errorf("status shows lost mounts %q, want lab at %s and how to mount it again", l, mp)
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("after umount -l: %v", err)
+		}
+		var st struct {
+			Mounts     []map[string]any `json:"mounts"`
+			LostMounts []map[string]any `json:"lost_mounts"`
+		}
+		if err := json.Unmarshal([]byte(mustCLI(t, d, "status", "--json")), &st); err != nil ||
+			len(st.Mounts) != 0 || len(st.LostMounts) != 1 || st.LostMounts[0]["mountpoint"] != mp {
+			t.Errorf("status --json: mounts %v, lost_mounts %v, %v", st.Mounts, st.LostMounts, err)
+		}
+		var dom struct {
+			Mounted bool   `json:"mounted"`
+			Active  bool   `json:"active"`
+			Lost    string `json:"lost"`
+		}
+		if err := json.Unmarshal([]byte(mustCLI(t, d, "domain", "show", "lab", "--json")), &dom); err != nil ||
+			!dom.Mounted || dom.Active || dom.Lost == "" {
+			t.Errorf("domain show --json: %+v, %v; want mounted (the wish), not active, lost", dom, err)
+		}
+	}
+	mountAgain := func(t *testing.T) {
+		t.Helper()
+		r := cli(t, d, "mount", "lab")
+		if r.Code != 0 || !strings.Contains(r.Stdout, "lab mounted at "+mp) {
+			t.Fatalf("mount of a lost domain: want exit 0\n%s", r)
+		}
+		if _, ok, err := harness.MountedAt(mp); err != nil || !ok {
+			t.Fatalf("`glancegw mount` said %q but %s is not mounted (err %v)", strings.TrimSpace(r.Stdout), mp, err)
+		}
+		read(t)
+		if m := statusLines(t, "mount"); len(m) != 1 || !strings.Contains(m[0], "lab at "+mp) {
+			t.Errorf("status after mounting again: %q", m)
+		}
+		if l := statusLines(t, "lost mount"); len(l) != 0 {
+			t.Errorf("status still shows lost mounts %q", l)
+		}
+	}
+	read(t)
+	top := t
+
+	t.Run("umount-l", func(t *testing.T) {
+		umountL(t)
+		waitLost(t)
+		var warned bool
+		for _, l := range strings.Split(d.Log(), "\n") {
+			warned = warned || strings.Contains(l, "WARN") && strings.Contains(l, "mount lost") &&
+				strings.Contains(l, "domain=lab") && strings.Contains(l, "mountpoint="+mp)
+		}
+		if !warned {
+			t.Errorf("no warning naming domain lab and %s in the daemon log:\n%s", mp, tailString(d.Log(), 3000))
+		}
+		mountAgain(t)
+	})
+
+	t.Run("umount-l-with-a-file-open", func(t *testing.T) {
+		f, err := os.Open(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		umountL(t)
+		waitLost(t)
+		mountAgain(t)
+		buf := make([]byte, 4096)
+		if _, err := f.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, data[:4096]) {
+			t.Errorf("the file open in the detached tree: %v", err)
+		}
+	})
+
+	t.Run("restart-mounts-a-lost-domain", func(t *testing.T) {
+		umountL(t)
+		waitLost(t)
+		if _, err := d.Stop(30 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		d = startDaemon(top, dir) // stopped when the whole test ends
+		waitMounted(t, mp)
+		read(t)
+	})
+
+	t.Run("unmount-a-lost-domain", func(t *testing.T) {
+		umountL(t)
+		waitLost(t)
+		if r := cli(t, d, "unmount", "lab"); r.Code != 0 {
+			t.Fatalf("unmount of a lost domain: want exit 0\n%s", r)
+		}
+		if m := statusLines(t, "lost mount"); len(m) != 0 {
+			t.Errorf("status after unmount: %q", m)
+		}
+		if _, err := os.Lstat(mp); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left after unmount (%v); the daemon made it", mp, err)
+		}
+	})
 }
