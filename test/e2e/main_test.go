@@ -17,7 +17,7 @@ import (
 
 // Ports: the shared noauth Glance uses GLANCE_PORT (9292); the others are
 // fixed and kept clear of the glance package's own tests (9390/5090) and of
-// the harness self-test (9298).
+// the harness self-test (9298); usability_test.go uses 9398/5398.
 const (
 	faultGlancePort    = 9294
 	nbdDownGlancePort  = 9596 // TestNBDGlanceDownAfterRestart

@@ -18,8 +18,8 @@ import (
 
 // Ports of the keystone Glance of this file (clear of the other tests').
 const (
-	usabilityGlancePort   = 9298
-	usabilityKeystonePort = 5298
+	usabilityGlancePort   = 9398
+	usabilityKeystonePort = 5398
 )
 
 // cliIn runs glancegw against d from working directory dir with extra
