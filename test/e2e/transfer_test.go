@@ -454,6 +454,42 @@ func waitMoving(t *testing.T, d *harness.Daemon, id string) job {
 	}
 }
 
+// waiting is a `glancegw job wait` running in the background.
+type waiting struct {
+	cmd    *exec.Cmd
+	stderr bytes.Buffer
+	done   chan struct{}
+}
+
+// startWaiting starts `glancegw job wait id` and returns once it is in its
+// wait.
+func startWaiting(t *testing.T, d *harness.Daemon, id string) *waiting {
+	t.Helper()
+	w := &waiting{cmd: exec.Command(env.bin, "job", "wait", id), done: make(chan struct{})}
+	w.cmd.Env = append(os.Environ(), "GLANCEGW_SOCKET="+d.Socket)
+	w.cmd.Stderr = &w.stderr
+	if err := w.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = w.cmd.Wait(); close(w.done) }()
+	time.Sleep(time.Second) // started, connected, waiting
+	return w
+}
+
+// end waits up to 15 s for the CLI to exit after what and returns its
+// exit code and stderr.
+func (w *waiting) end(t *testing.T, what string) (int, string) {
+	t.Helper()
+	select {
+	case <-w.done:
+	case <-time.After(15 * time.Second):
+		w.cmd.Process.Kill()
+		<-w.done
+		t.Fatalf("job wait did not end 15 s after %s", what)
+	}
+	return w.cmd.ProcessState.ExitCode(), w.stderr.String()
+}
+
 // filesBelow lists the regular files below dir (the repository root).
 func filesBelow(t *testing.T, dir string) []string {
 	t.Helper()
@@ -506,28 +542,13 @@ func TestTransferInterrupted(t *testing.T) {
 		defer p.release()
 
 		// Ctrl-C on a waiting CLI stops the waiting, not the job.
-		w := exec.Command(env.bin, "job", "wait", jid)
-		w.Env = append(os.Environ(), "GLANCEGW_SOCKET="+d.Socket)
-		var werr bytes.Buffer
-		w.Stderr = &werr
-		if err := w.Start(); err != nil {
+		w := startWaiting(t, d, jid)
+		if err := w.cmd.Process.Signal(os.Interrupt); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Second) // the CLI is in its wait
-		if err := w.Process.Signal(os.Interrupt); err != nil {
-			t.Fatal(err)
-		}
-		waited := make(chan error, 1)
-		go func() { waited <- w.Wait() }()
-		select {
-		case <-waited:
-		case <-time.After(10 * time.Second):
-			w.Process.Kill()
-			t.Fatalf("job wait did not end 10 s after SIGINT")
-		}
-		if code := w.ProcessState.ExitCode(); code != 130 || !strings.Contains(werr.String(), "stopped waiting") ||
-			!strings.Contains(werr.String(), "glancegw job cancel "+jid) {
-			t.Errorf("job wait after SIGINT: exit %d (%v), stderr %q; want 130 naming job cancel", code, w.ProcessState, werr.String())
+		if code, stderr := w.end(t, "SIGINT"); code != 130 || !strings.Contains(stderr, "stopped waiting") ||
+			!strings.Contains(stderr, "glancegw job cancel "+jid) {
+			t.Errorf("job wait after SIGINT: exit %d, stderr %q; want 130 naming job cancel", code, stderr)
 		}
 		if j := showJob(t, d, jid); j.State != "running" {
 			t.Errorf("after SIGINT to job wait the job is %s, want still running", j.State)
@@ -564,27 +585,12 @@ func TestTransferInterrupted(t *testing.T) {
 			t.Fatalf("mid-import there are temp files %v, want one (the pattern changed?)", tmps)
 		}
 		// A CLI waiting on the job says what happened when the daemon dies.
-		w := exec.Command(env.bin, "job", "wait", jid)
-		w.Env = append(os.Environ(), "GLANCEGW_SOCKET="+d.Socket)
-		var werr bytes.Buffer
-		w.Stderr = &werr
-		if err := w.Start(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(500 * time.Millisecond) // the CLI is in its wait
+		w := startWaiting(t, d, jid)
 		if err := d.Kill(); err != nil {
 			t.Fatal(err)
 		}
-		waited := make(chan error, 1)
-		go func() { waited <- w.Wait() }()
-		select {
-		case <-waited:
-		case <-time.After(15 * time.Second):
-			w.Process.Kill()
-			t.Fatalf("job wait did not end 15 s after the daemon was killed")
-		}
-		if code := w.ProcessState.ExitCode(); code != 3 || !strings.Contains(werr.String(), "the daemon went away while job "+jid) {
-			t.Errorf("job wait when the daemon was killed: exit %d, stderr %q; want 3 saying the daemon went away", code, werr.String())
+		if code, stderr := w.end(t, "the daemon was killed"); code != 3 || !strings.Contains(stderr, "the daemon went away while job "+jid) {
+			t.Errorf("job wait when the daemon was killed: exit %d, stderr %q; want 3 saying the daemon went away", code, stderr)
 		}
 		d2 := startDaemon(t, dir)
 		j := showJob(t, d2, jid)
