@@ -64,6 +64,10 @@ type Config struct {
 	// UploadFinishTimeout bounds the wait for Glance's answer once the
 	// last byte of an upload is sent (default 5m: the store may flush).
 	UploadFinishTimeout time.Duration
+	// UploadIdleTimeout is the longest an upload waits for Glance to take
+	// more of the body (default 60s, not IdleTimeout: a body cannot be
+	// sent twice, so riding out a pause of Glance is worth the wait).
+	UploadIdleTimeout time.Duration
 }
 
 // Image is one Glance image record.

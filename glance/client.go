@@ -29,7 +29,7 @@ type Client struct {
 	unauthorized error // what a 401 means for this auth type
 	tune         readTuning
 	pageSize     int
-	idleTimeout  time.Duration
+	uploadIdle   time.Duration
 	log          *slog.Logger
 }
 
@@ -84,8 +84,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Client, error) {
 	if cfg.UploadFinishTimeout <= 0 {
 		cfg.UploadFinishTimeout = 5 * time.Minute
 	}
-	c := &Client{hc: hc, uploadHC: uploadHC, uploadFinish: cfg.UploadFinishTimeout,
-		tune: tune, pageSize: cfg.PageSize, idleTimeout: tune.IdleTimeout, log: log}
+	if cfg.UploadIdleTimeout <= 0 {
+		cfg.UploadIdleTimeout = time.Minute
+	}
+	c := &Client{hc: hc, uploadHC: uploadHC, uploadFinish: cfg.UploadFinishTimeout, uploadIdle: cfg.UploadIdleTimeout,
+		tune: tune, pageSize: cfg.PageSize, log: log}
 	var pc *gophercloud.ProviderClient
 	switch cfg.Auth.Type {
 	case AuthKeystone:

@@ -213,6 +213,38 @@ func TestUploadStallBounded(t *testing.T) {
 	}
 }
 
+// A pause of Glance shorter than UploadIdleTimeout is ridden out (a body
+// cannot be sent again), however short the read IdleTimeout is.
+func TestUploadRidesOutAPause(t *testing.T) {
+	for _, tc := range []struct {
+		idle time.Duration
+		ok   bool
+	}{{5 * time.Second, true}, {300 * time.Millisecond, false}} {
+		g := newFakeGlance(t)
+		g.setFault(func(w http.ResponseWriter, r *http.Request) bool {
+			if r.Method == http.MethodPut {
+				time.Sleep(1500 * time.Millisecond) // takes no byte meanwhile
+			}
+			return false
+		})
+		cfg := fastConfig(g.srv.URL)
+		cfg.UploadIdleTimeout = tc.idle
+		c := newTestClient(t, cfg)
+		img, err := c.Create(context.Background(), CreateOpts{Name: "x", DiskFormat: "raw", ContainerFormat: "bare"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := randomBytes(16<<20, 5)
+		err = c.Upload(context.Background(), img.ID, bytes.NewReader(data), int64(len(data)))
+		if tc.ok && err != nil {
+			t.Errorf("upload idle %v, Glance paused 1.5 s: %v", tc.idle, err)
+		}
+		if !tc.ok && !errors.Is(err, ErrIdleTimeout) {
+			t.Errorf("upload idle %v, Glance paused 1.5 s: %v, want ErrIdleTimeout", tc.idle, err)
+		}
+	}
+}
+
 func TestFixedTokenRejected(t *testing.T) {
 	g := newFakeGlance(t)
 	img := g.add("x", randomBytes(1000, 21))

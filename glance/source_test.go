@@ -22,7 +22,7 @@ import (
 // fastConfig keeps fault tests quick: short stalls and back-off.
 func fastConfig(url string) Config {
 	return Config{
-		URL: url, RequestTimeout: 2 * time.Second, IdleTimeout: 300 * time.Millisecond,
+		URL: url, RequestTimeout: 2 * time.Second, IdleTimeout: 300 * time.Millisecond, UploadIdleTimeout: 300 * time.Millisecond,
 		Retries: 3, Backoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
 	}
 }

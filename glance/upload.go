@@ -69,7 +69,7 @@ func (c *Client) Upload(ctx context.Context, id string, r io.Reader, size int64)
 // (net/http may read it after Do returned); on error putFile releases it.
 func (c *Client) putFile(ctx context.Context, id, tok string, body *uploadBody, size int64) (resp *http.Response, _ func(), err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
-	body.watch(c.idleTimeout, c.uploadFinish, cancel)
+	body.watch(c.uploadIdle, c.uploadFinish, cancel)
 	release := func() {
 		body.stop()
 		cancel(nil) // closes a connection still writing the body

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -268,6 +269,12 @@ func (e *env) follow(c *cli.Context, j hostd.Job) error {
 				fmt.Fprintln(e.stderr)
 			}
 			if ctx.Err() != nil && c.Context.Err() == nil {
+				// The last poll may be 10 s old: say where the job is now.
+				qctx, cancel := context.WithTimeout(c.Context, 2*time.Second)
+				if now, err := cl.Job(qctx, j.ID); err == nil {
+					j = now
+				}
+				cancel()
 				return stoppedWaiting{j}
 			}
 			if errors.Is(err, hostd.ErrDaemonUnreachable) || errors.Is(err, io.EOF) ||
