@@ -192,10 +192,13 @@ func (e *Engine) checkTarget(ctx context.Context, spec ExportSpec, diskFormat st
 		return fmt.Errorf("read the target image's record: %w", err)
 	case !found:
 		return nil // not a Glance image URL: nothing to check
+	case rec.DiskFormat == "":
+		return fmt.Errorf("image %s has no disk_format, so Glance refuses its data (set one, e.g. openstack image set --disk-format %s %s): %w",
+			rec.ID, diskFormat, rec.ID, ErrTarget)
 	case rec.Status != "queued":
 		return fmt.Errorf("image %s is %s: Glance takes data only into a queued image (export --to D --name N creates one): %w",
 			rec.ID, rec.Status, ErrTarget)
-	case rec.DiskFormat != "" && !sameFormat(rec.DiskFormat, diskFormat):
+	case !sameFormat(rec.DiskFormat, diskFormat):
 		return fmt.Errorf("the volume is %s but image %s declares disk_format %s, so it would be read as %s: %w",
 			diskFormat, rec.ID, rec.DiskFormat, rec.DiskFormat, ErrTarget)
 	}

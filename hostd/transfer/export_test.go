@@ -250,6 +250,7 @@ func TestExportIntoExistingImageChecked(t *testing.T) {
 		{"active image", "active", "raw", raw, "is active: Glance takes data only into a queued image"},
 		{"qcow2 into raw", "queued", "raw", qcow, "the volume is qcow2 but image t declares disk_format raw"},
 		{"raw into qcow2", "queued", "qcow2", raw, "the volume is raw but image t declares disk_format qcow2"},
+		{"no disk_format", "queued", "", raw, "image t has no disk_format, so Glance refuses its data"},
 		{"raw into iso", "queued", "iso", raw, ""},
 		{"raw into raw", "queued", "raw", raw, ""},
 	} {

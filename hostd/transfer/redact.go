@@ -3,6 +3,7 @@ package transfer
 import (
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 )
 
@@ -49,5 +50,12 @@ func CheckHTTPURL(raw string) (*url.URL, error) {
 	if u.Host == "" {
 		return nil, fmt.Errorf("transfer: URL %q has no host: %w", RedactURL(raw), ErrInvalid)
 	}
+	if recordURLRE.MatchString(u.EscapedPath()) {
+		// Its bytes are the record's JSON, not the image's.
+		return nil, fmt.Errorf("transfer: URL %q names a Glance image record, not its data (add /file): %w", RedactURL(raw), ErrInvalid)
+	}
 	return u, nil
 }
+
+// recordURLRE matches the path of a Glance image record: .../v2/images/<id>.
+var recordURLRE = regexp.MustCompile(`/v2/images/[^/]+/?$`)

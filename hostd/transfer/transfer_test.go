@@ -538,7 +538,8 @@ func TestRedactURL(t *testing.T) {
 }
 
 func TestCheckHTTPURL(t *testing.T) {
-	for _, bad := range []string{"file:///etc/passwd", "ftp://h/x", "nbd://h/x", "/local/path", "http:///nohost", "gopher://h"} {
+	for _, bad := range []string{"file:///etc/passwd", "ftp://h/x", "nbd://h/x", "/local/path", "http:///nohost", "gopher://h",
+		"http://h:9292/v2/images/1f0c", "http://h:9292/v2/images/1f0c/"} {
 		if _, err := CheckHTTPURL(bad); !errors.Is(err, ErrInvalid) {
 			t.Errorf("CheckHTTPURL(%q) = %v, want ErrInvalid", bad, err)
 		}
