@@ -336,7 +336,7 @@ func TestSecondDaemonOnSharedDirsRefused(t *testing.T) {
 			if !errors.Is(err, ErrAlreadyRunning) || !strings.Contains(err.Error(), "in use by another daemon") {
 				t.Fatalf("second Run sharing the %s: %v, want ErrAlreadyRunning", name, err)
 			}
-			if name == "state dir" && !strings.Contains(err.Error(), fmt.Sprintf("in use by another daemon (pid %d)", os.Getpid())) {
+			if !strings.Contains(err.Error(), fmt.Sprintf("in use by another daemon (pid %d)", os.Getpid())) {
 				t.Errorf("the refusal does not name the holder: %v", err)
 			}
 			if _, err := os.Stat(cfg.Socket); !os.IsNotExist(err) {

@@ -42,7 +42,8 @@ func lockStateDir(dir string) (unlock func(), err error) {
 }
 
 // lockRepo takes the repository for this process by a flock on the
-// directory itself: the repository holds volumes only, no file of ours.
+// directory itself: the repository holds volumes only, no file of ours
+// (so the holder's pid comes from /proc/locks).
 func lockRepo(dir string) (unlock func(), err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("hostd: repository %s: %w", dir, err)
@@ -51,7 +52,12 @@ func lockRepo(dir string) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("hostd: open repository %s: %w", dir, err)
 	}
-	if err := flock(f, dir, func() string { return "another daemon" }); err != nil {
+	if err := flock(f, dir, func() string {
+		if pid := flockHolder(f); pid > 0 {
+			return fmt.Sprintf("another daemon (pid %d)", pid)
+		}
+		return "another daemon"
+	}); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -68,4 +74,27 @@ func flock(f *os.File, dir string, holder func() string) error {
 		return fmt.Errorf("hostd: lock %s: %w", dir, err)
 	}
 	return nil
+}
+
+// flockHolder finds the pid holding a flock on f's inode in /proc/locks
+// ("1: FLOCK ADVISORY WRITE 1234 fd:01:5678 0 EOF"), or 0.
+func flockHolder(f *os.File) int {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return 0
+	}
+	want := fmt.Sprintf("%02x:%02x:%d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
+	b, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		col := strings.Fields(line)
+		if len(col) >= 6 && col[1] == "FLOCK" && col[5] == want {
+			if pid, err := strconv.Atoi(col[4]); err == nil {
+				return pid
+			}
+		}
+	}
+	return 0
 }
