@@ -12,9 +12,8 @@ import (
 )
 
 // lockName is the file in the state directory whose flock marks it as a
-// running daemon's; it holds the daemon's pid for the message of a second
-// one. The kernel drops a flock when its process dies, so a kill -9 leaves
-// nothing to clean up.
+// running daemon's. The kernel drops a flock when its process dies, so a
+// kill -9 leaves nothing to clean up.
 const lockName = "lock"
 
 // lockStateDir takes the state directory for this process, or fails with
@@ -25,25 +24,11 @@ func lockStateDir(dir string) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("hostd: open lock %s: %w", path, err)
 	}
-	if err := flock(f, dir, func() string {
-		b, _ := os.ReadFile(path)
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			return fmt.Sprintf("another daemon (pid %d)", pid)
-		}
-		return "another daemon"
-	}); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
-	return func() { f.Close() }, nil
+	return flock(f, dir)
 }
 
 // lockRepo takes the repository for this process by a flock on the
-// directory itself: the repository holds volumes only, no file of ours
-// (so the holder's pid comes from /proc/locks).
+// directory itself: the repository holds volumes only, no file of ours.
 func lockRepo(dir string) (unlock func(), err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("hostd: repository %s: %w", dir, err)
@@ -52,28 +37,25 @@ func lockRepo(dir string) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("hostd: open repository %s: %w", dir, err)
 	}
-	if err := flock(f, dir, func() string {
-		if pid := flockHolder(f); pid > 0 {
-			return fmt.Sprintf("another daemon (pid %d)", pid)
-		}
-		return "another daemon"
-	}); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return func() { f.Close() }, nil
+	return flock(f, dir)
 }
 
-// flock takes f's lock without waiting; holder names who has it.
-func flock(f *os.File, dir string, holder func() string) error {
-	err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+// flock takes f's lock without waiting and keeps f open while it is held;
+// when another process holds it, the error names that process's pid.
+func flock(f *os.File, dir string) (unlock func(), err error) {
+	err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	if err == nil {
+		return func() { f.Close() }, nil
+	}
+	defer f.Close()
 	if errors.Is(err, unix.EWOULDBLOCK) {
-		return fmt.Errorf("hostd: %s is in use by %s; one daemon per state directory and repository: %w", dir, holder(), ErrAlreadyRunning)
+		holder := "another daemon"
+		if pid := flockHolder(f); pid > 0 {
+			holder = fmt.Sprintf("another daemon (pid %d)", pid)
+		}
+		return nil, fmt.Errorf("hostd: %s is in use by %s; one daemon per state directory and repository: %w", dir, holder, ErrAlreadyRunning)
 	}
-	if err != nil {
-		return fmt.Errorf("hostd: lock %s: %w", dir, err)
-	}
-	return nil
+	return nil, fmt.Errorf("hostd: lock %s: %w", dir, err)
 }
 
 // flockHolder finds the pid holding a flock on f's inode in /proc/locks
