@@ -254,6 +254,10 @@ type jobFunc func(ctx context.Context, r *jobRun, j *Job) error
 func (m *jobManager) free(volume string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.freeLocked(volume)
+}
+
+func (m *jobManager) freeLocked(volume string) error {
 	if other, ok := m.busy[volume]; ok {
 		return conflict("volume %s is in use by job %s", volume, other)
 	}
@@ -267,9 +271,9 @@ func (m *jobManager) start(j Job, volume string, fn jobFunc) (Job, error) {
 		m.mu.Unlock()
 		return Job{}, unavailable(errors.New("not serving"), "jobs")
 	}
-	if other, ok := m.busy[volume]; ok {
+	if err := m.freeLocked(volume); err != nil {
 		m.mu.Unlock()
-		return Job{}, conflict("volume %s is in use by job %s", volume, other)
+		return Job{}, err
 	}
 	j.ID, j.State, j.Created = newUUID(), JobQueued, m.now().UTC()
 	ctx, cancel := context.WithCancelCause(m.life)

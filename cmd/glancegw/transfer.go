@@ -317,7 +317,7 @@ func (e *env) follow(c *cli.Context, j hostd.Job) error {
 type stoppedWaiting struct{ job hostd.Job }
 
 func (e stoppedWaiting) Error() string {
-	return fmt.Sprintf("stopped waiting; job %s is still %s at %.1f%% (glancegw job wait %s follows it, glancegw job cancel %s stops it)",
+	return fmt.Sprintf("stopped waiting; job %s is %s at %.1f%% (glancegw job wait %s follows it, glancegw job cancel %s stops it)",
 		e.job.ID, e.job.State, percent(e.job), e.job.ID, e.job.ID)
 }
 

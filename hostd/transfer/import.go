@@ -89,17 +89,16 @@ func (e *Engine) Import(ctx context.Context, spec ImportSpec) (Meta, error) {
 		return Meta{}, err
 	}
 	dirfd, created, err := v.openDir(true)
-	if err != nil {
-		removeDirs(created)
-		return Meta{}, err
-	}
-	defer unix.Close(dirfd)
 	keep := false
 	defer func() {
 		if !keep {
 			removeDirs(created)
 		}
 	}()
+	if err != nil {
+		return Meta{}, err
+	}
+	defer unix.Close(dirfd)
 	if err := v.checkTarget(dirfd, spec.Overwrite); err != nil {
 		return Meta{}, err
 	}

@@ -47,7 +47,8 @@ var (
 	// ErrUnsupported means the image's format has no Glance disk_format.
 	ErrUnsupported = errors.New("unsupported format")
 	// ErrTarget means an existing image cannot take the export: it is not
-	// queued, or it declares another disk format than the volume has.
+	// queued, or it declares no disk format or another one than the
+	// volume has.
 	ErrTarget = errors.New("target image refused")
 )
 
